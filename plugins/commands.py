@@ -1,0 +1,161 @@
+"""Commands as data, one runner.
+
+Every external command is built as an argument list in one place (``Compose``) and run by ``run`` here.
+Secrets travel only in the child's environment, never on the command line, and any secret value that shows
+up in output is masked before it is kept or raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from plugins.environment import Environment
+from plugins.secrets import Secret, mask_text
+
+log = logging.getLogger("deploycheck.commands")
+
+
+class CommandFailed(Exception):
+    """A command exited non-zero or timed out; the message says which and ends with its output (masked)."""
+
+    def __init__(self, argv: Sequence[str], detail: str) -> None:
+        super().__init__(f"`{' '.join(argv)}` {detail}")
+        self.argv = list(argv)
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    secret_env: Mapping[str, Secret] | None = None,
+    timeout: float = 600,
+    check: bool = True,
+    cwd: Path | None = None,
+) -> Result:
+    secret_env = secret_env or {}
+    child_env = {**os.environ, **(env or {}), **{key: value.reveal() for key, value in secret_env.items()}}
+    secrets = list(secret_env.values())
+    log.info("run: %s", " ".join(argv))
+    try:
+        completed = subprocess.run(
+            list(argv), env=child_env, capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd
+        )
+    except subprocess.TimeoutExpired:
+        raise CommandFailed(argv, f"did not finish within {timeout:.0f} s") from None
+    except FileNotFoundError:
+        raise CommandFailed(argv, f"cannot run: {argv[0]} is not installed") from None
+    result = Result(
+        list(argv), completed.returncode, mask_text(completed.stdout, secrets), mask_text(completed.stderr, secrets)
+    )
+    if check and result.returncode != 0:
+        output = (result.stderr.strip() or result.stdout.strip())[-1500:]
+        raise CommandFailed(argv, f"exited with {result.returncode}: {output}")
+    return result
+
+
+@dataclass(frozen=True)
+class Compose:
+    """``docker compose`` for one environment's project: argument lists built here, run by ``run``."""
+
+    project: str
+    files: tuple[Path, ...]
+    variables: Mapping[str, str] = field(default_factory=dict)
+    secret_variables: Mapping[str, Secret] = field(default_factory=dict)
+    docker_host: str = ""
+
+    def argv(self, *args: str) -> list[str]:
+        files = [arg for path in self.files for arg in ("-f", str(path))]
+        return ["docker", "compose", "-p", self.project, *files, *args]
+
+    def run(self, *args: str, timeout: float = 600, check: bool = True) -> Result:
+        env = {**self.variables, "COMPOSE_PROFILES": "citus-workers"}
+        if self.docker_host:
+            env["DOCKER_HOST"] = self.docker_host
+        return run(self.argv(*args), env=env, secret_env=self.secret_variables, timeout=timeout, check=check)
+
+    def up(self, services: Sequence[str], timeout: float = 600) -> Result:
+        # No --wait: deploycheck waits itself, per container, failing at once when one exits.
+        return self.run("up", "--detach", "--no-deps", "--remove-orphans", *services, timeout=timeout)
+
+    def down(self, remove_volumes: bool, timeout: float = 300) -> Result:
+        return self.run("down", "--remove-orphans", *(["--volumes"] if remove_volumes else []), timeout=timeout)
+
+    def config_services(self) -> list[str]:
+        return self.run("config", "--services", timeout=60).stdout.split()
+
+    def ps(self) -> list[dict[str, object]]:
+        out = self.run("ps", "--all", "--format", "json", timeout=60).stdout
+        # Compose v2 prints one JSON object per line (newer) or one array (older).
+        out = out.strip()
+        if not out:
+            return []
+        if out.startswith("["):
+            return list(json.loads(out))
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+WORKERS_FILE_NAME = "workers.compose.json"
+
+
+def write_workers_file(environment: Environment, base_file: Path) -> Path:
+    """The Compose override that declares one service per expected worker, each with its own volume.
+
+    Workers extend the ``worker`` template of the base file (kept inactive by its profile), so the node's
+    definition lives in the compose file and only the count lives here.
+    """
+    services = {
+        name: {
+            "extends": {"file": str(base_file), "service": "worker"},
+            "profiles": ["citus-workers"],
+            "hostname": name,
+            "volumes": [f"{name}-data:/var/lib/postgresql/data"],
+        }
+        for name in environment.worker_services
+    }
+    volumes: dict[str, dict[str, str]] = {f"{name}-data": {} for name in environment.worker_services}
+    path = environment.state_dir / WORKERS_FILE_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    content = json.dumps({"services": services, "volumes": volumes}, indent=2) + "\n"
+    if not path.exists() or path.read_text() != content:
+        path.write_text(content)
+    return path
+
+
+def compose_for(environment: Environment, citus_image: str, release: str, images: Mapping[str, str]) -> Compose:
+    """The Compose handle of an environment: its files plus the generated workers file, and its variables."""
+    base = environment.compose_files[0]
+    workers_file = write_workers_file(environment, base)
+    variables = {
+        "CITUS_IMAGE": citus_image,
+        "API_IMAGE": images.get("api", ""),
+        "NGINX_IMAGE": images.get("nginx", ""),
+        "RELEASE": release,
+        "DB_NAME": environment.db_name,
+        "DB_USER": environment.db_user,
+        "EXPECTED_WORKERS": str(environment.expected_workers),
+        "COORDINATOR_PORT": str(environment.ports.coordinator),
+        "API_PORT": str(environment.ports.api),
+        "PROXY_PORT": str(environment.ports.proxy),
+    }
+    return Compose(
+        project=environment.compose_project,
+        # The workers file right after the base file, so later files (overrides) can change a worker too.
+        files=(base, workers_file, *environment.compose_files[1:]),
+        variables=variables,
+        secret_variables={"DB_PASSWORD": environment.db_password},
+        docker_host=environment.docker_host,
+    )

@@ -1,0 +1,148 @@
+"""What the Docker engine says about a project's containers, and waits driven by their state.
+
+A wait ends as soon as every container is healthy, and fails at once, with the container's logs and health
+log, when one exits or restarts: it never burns the whole deadline on a container that is already dead.
+An early "unhealthy" does not end a wait: only the deadline does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from plugins.secrets import Secret, mask_text
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+POLL_SECONDS = 0.25
+LOG_LINES = 40
+
+
+class WaitFailed(Exception):
+    """A container did not become healthy; ``evidence`` holds its state and logs (secrets masked)."""
+
+    def __init__(self, reason: str, evidence: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.evidence = evidence
+
+
+def client_for(docker_host: str) -> docker.DockerClient:
+    return docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
+
+
+def project_containers(client: docker.DockerClient, project: str) -> dict[str, Container]:
+    """The project's containers by Compose service name (running or not)."""
+    found = client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={project}"})
+    return {c.labels.get(SERVICE_LABEL, c.name): c for c in found}
+
+
+@dataclass(frozen=True)
+class State:
+    status: str  # created, running, restarting, exited, dead, ...
+    health: str | None  # starting, healthy, unhealthy; None without a healthcheck
+    exit_code: int
+    restarts: int
+    oom_killed: bool
+    error: str
+
+    @classmethod
+    def of(cls, container: Container) -> State:
+        state = container.attrs.get("State", {})
+        health = state.get("Health")
+        return cls(
+            status=str(state.get("Status", "unknown")),
+            health=health.get("Status") if health else None,
+            exit_code=int(state.get("ExitCode", 0)),
+            restarts=int(container.attrs.get("RestartCount", 0)),
+            oom_killed=bool(state.get("OOMKilled", False)),
+            error=str(state.get("Error", "")),
+        )
+
+    def describe(self) -> str:
+        parts = [f"status {self.status}", f"health {self.health or 'none'}", f"exit code {self.exit_code}"]
+        parts.append(f"restarts {self.restarts}")
+        if self.oom_killed:
+            parts.append("killed for lack of memory (OOM)")
+        if self.error:
+            parts.append(f"error: {self.error}")
+        return ", ".join(parts)
+
+
+def health_log(container: Container, entries: int = 3) -> str:
+    log = (container.attrs.get("State", {}).get("Health") or {}).get("Log") or []
+    lines = [f"  exit {item.get('ExitCode')}: {str(item.get('Output', '')).strip()[:300]}" for item in log[-entries:]]
+    return "\n".join(lines)
+
+
+def logs_tail(container: Container, lines: int = LOG_LINES) -> str:
+    try:
+        raw: bytes = container.logs(tail=lines, timestamps=False)
+        return raw.decode(errors="replace")
+    except docker.errors.APIError as error:
+        return f"(logs unavailable: {error.explanation})"
+
+
+def evidence(container: Container, secrets: Iterable[Secret] = (), lines: int = LOG_LINES) -> str:
+    """State, health log and the last lines of the logs of one container, ready for a report."""
+    try:
+        container.reload()
+    except docker.errors.NotFound:
+        return f"container {container.name} no longer exists"
+    text = f"container {container.name}: {State.of(container).describe()}\n"
+    checks = health_log(container)
+    if checks:
+        text += f"last health checks:\n{checks}\n"
+    text += f"last {lines} log lines:\n{logs_tail(container, lines)}"
+    return mask_text(text, list(secrets))
+
+
+def wait_healthy(
+    client: docker.DockerClient,
+    project: str,
+    services: list[str],
+    deadline_seconds: float,
+    secrets: Iterable[Secret] = (),
+    on_poll: Callable[[], None] | None = None,
+) -> None:
+    """Wait until each service's container is healthy (or running, without a healthcheck)."""
+    secrets = list(secrets)
+    containers = project_containers(client, project)
+    missing = [s for s in services if s not in containers]
+    if missing:
+        raise WaitFailed(f"no container for service {', '.join(missing)} in project {project}", "")
+    baseline = {s: State.of(containers[s]).restarts for s in services}
+    deadline = time.monotonic() + deadline_seconds
+    pending = list(services)
+    while pending:
+        for service in list(pending):
+            container = containers[service]
+            try:
+                container.reload()
+            except docker.errors.NotFound:
+                raise WaitFailed(f"{service}: its container was removed while starting", "") from None
+            state = State.of(container)
+            if state.status in ("exited", "dead") or state.restarts > baseline[service]:
+                why = "exited" if state.status in ("exited", "dead") else "restarted"
+                raise WaitFailed(
+                    f"{service} {why} while starting (exit code {state.exit_code})", evidence(container, secrets)
+                )
+            if state.status == "running" and state.health in ("healthy", None):
+                pending.remove(service)
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            service = pending[0]
+            state = State.of(containers[service])
+            raise WaitFailed(
+                f"{service} did not become healthy within {deadline_seconds:.0f} s (health {state.health})",
+                evidence(containers[service], secrets),
+            )
+        if on_poll is not None:
+            on_poll()
+        time.sleep(POLL_SECONDS)

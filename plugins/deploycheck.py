@@ -1,0 +1,247 @@
+"""The deploycheck pytest plugin: options and environments, the run record, rollback and reports.
+
+Flow: options + environment file -> one validated Environment (pytest_configure) -> stage fixtures
+(fixtures/stages.py) and checks (checks/) fill the run record -> at session end: the rollback decision and
+action, then the reports, written from the record alone.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import FrameType
+
+import pytest
+
+from plugins import reporting, rollback
+from plugins.commands import Compose
+from plugins.containers import client_for
+from plugins.environment import DEFAULT_FILE, ConfigError, Environment, load
+from plugins.record import RUN_RECORD, CheckRecord, RunRecord
+
+ENVIRONMENT = pytest.StashKey[Environment]()
+COMPOSE = pytest.StashKey[Compose]()
+RELEASE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+EXIT_ROLLBACK_FAILED = 6  # documented in the README: the deploy failed and so did its rollback
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("deploycheck", "deploycheck: deploy and verify a stack")
+    group.addoption(
+        "--deploy", metavar="ENV", help="the environment to deploy and verify (default: ini deploycheck_environment)"
+    )
+    group.addoption("--environments", metavar="FILE", help="the environment file (default: environments.toml)")
+    group.addoption(
+        "--verify-only",
+        action="store_true",
+        help="check the stack that is already running: start nothing, change nothing, never roll back",
+    )
+    group.addoption(
+        "--keep-failed", action="store_true", help="keep a failed stack running for debugging (no rollback)"
+    )
+    group.addoption(
+        "--release", metavar="ID", help="the release id (default: from git, e.g. 1a2b3c4d5e6f or ...-dirty)"
+    )
+    group.addoption(
+        "--summary-json", metavar="PATH", help="where to write the JSON summary (default: ini deploycheck_summary)"
+    )
+    parser.addini("deploycheck_environment", "the environment used when --deploy is not given", default="local")
+    parser.addini("deploycheck_summary", "the JSON summary path", default="reports/summary.json")
+
+
+def _release(config: pytest.Config) -> str:
+    given = config.getoption("release")
+    if given:
+        if not RELEASE_PATTERN.match(given):
+            raise ConfigError(
+                f"--release={given!r} is not a valid release id: use letters, digits, '.', '_' or '-' (at most 64)."
+            )
+        return str(given)
+    root = config.rootpath
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "dev"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    # pytest handles SIGINT only; SIGTERM (CI cancel, docker stop) must also lead to the rollback.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "smoke: a fast check, selected with -m smoke for post-deploy smoke runs")
+    config.addinivalue_line("markers", "stage: a deployment stage reported as a test")
+    config.addinivalue_line("markers", "disruptive: briefly disturbs the stack; never run in verify-only mode")
+    if config.option.help:
+        return
+    name = config.getoption("deploy") or config.getini("deploycheck_environment")
+    path = Path(config.getoption("environments") or config.rootpath / DEFAULT_FILE)
+    try:
+        environment = load(path, name, config.rootpath)
+        release = _release(config)
+    except ConfigError as error:
+        raise pytest.UsageError(str(error)) from None
+    verify_only = bool(config.getoption("verify_only"))
+    config.stash[ENVIRONMENT] = environment
+    config.stash[RUN_RECORD] = RunRecord(
+        environment=environment.name,
+        mode="verify-only" if verify_only else "deploy",
+        release=release,
+        citus_image=environment.citus_image,
+        compose_project=environment.compose_project,
+    )
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    _update_metadata(config)
+
+
+def _update_metadata(config: pytest.Config) -> None:
+    try:
+        from pytest_metadata.plugin import metadata_key
+    except ImportError:  # pytest-html not installed: no environment table to fill
+        return
+    if metadata_key in config.stash:
+        config.stash[metadata_key].update(reporting.environment_rows(config.stash[RUN_RECORD]))
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Stages run before any check, whatever the order of the files; disruptive checks run last.
+    items.sort(
+        key=lambda item: 0 if item.get_closest_marker("stage") else 2 if item.get_closest_marker("disruptive") else 1
+    )
+    if RUN_RECORD in config.stash and config.stash[RUN_RECORD].mode == "verify-only":
+        # Verify-only starts and changes nothing: no deploy stage but preflight, no disruptive check.
+        def deploys_or_disrupts(item: pytest.Item) -> bool:
+            stage = item.get_closest_marker("stage")
+            if stage is not None:
+                return "preflight" not in item.name
+            return item.get_closest_marker("disruptive") is not None
+
+        deselected = [item for item in items if deploys_or_disrupts(item)]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if not deploys_or_disrupts(item)]
+
+
+def _reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple):  # a skip: (file, line, message)
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    crash = getattr(longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(longrepr or "")
+    return text.strip().splitlines()[0][:500] if text.strip() else ""
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    config = _config_of(report)
+    if config is None or RUN_RECORD not in config.stash or "stage" in report.keywords:
+        return
+    record = config.stash[RUN_RECORD]
+    if report.when == "call" or report.outcome != "passed":
+        if report.when == "teardown" and report.outcome == "passed":
+            return
+        outcome = report.outcome
+        existing = next((c for c in record.checks if c.nodeid == report.nodeid), None)
+        if existing is not None:
+            if outcome == "failed":
+                existing.outcome, existing.reason = "failed", _reason(report)
+            return
+        started = report.start
+        record.checks.append(CheckRecord(report.nodeid, outcome, report.duration, started, _reason(report)))
+
+
+_CONFIG: list[pytest.Config] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _CONFIG[:] = [session.config]
+
+
+def _config_of(report: pytest.TestReport) -> pytest.Config | None:
+    return _CONFIG[0] if _CONFIG else None
+
+
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    if _CONFIG and RUN_RECORD in _CONFIG[0].stash:
+        _CONFIG[0].stash[RUN_RECORD].interrupted = True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Before pytest-html and JUnit write their files: roll back if needed, then write the summary."""
+    config = session.config
+    if RUN_RECORD not in config.stash or config.option.collectonly:
+        return
+    record = config.stash[RUN_RECORD]
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        record.interrupted = True
+    environment = config.stash[ENVIRONMENT]
+    decision = rollback.decide(
+        record, verify_only=record.mode == "verify-only", keep_failed=bool(config.getoption("keep_failed"))
+    )
+    if decision.action != "none" or record.failed:
+        _say(config, f"[deploycheck] rollback: {decision.why}")
+    previous_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C must not cut the rollback short
+    try:
+        rollback.perform(
+            decision,
+            record,
+            config.stash.get(COMPOSE, None),
+            client_for(environment.docker_host),
+            environment.purge_volumes_on_rollback,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+    if record.rollback.performed:
+        _say(config, f"[deploycheck] rollback: {record.rollback.outcome} in {record.rollback.seconds:.1f} s")
+    record.finished_at = time.time()
+    _update_metadata(config)
+    summary_path = Path(config.getoption("summary_json") or config.rootpath / config.getini("deploycheck_summary"))
+    reporting.write_summary_json(record, summary_path)
+    if record.rollback.outcome == "failed":
+        session.exitstatus = EXIT_ROLLBACK_FAILED
+    elif record.failed and session.exitstatus == pytest.ExitCode.OK:
+        # A failed stage skips every check; the run must still end red.
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_line(line, bold=True)
+
+
+def pytest_html_results_summary(
+    prefix: list[str], summary: list[str], postfix: list[str], session: pytest.Session
+) -> None:
+    if RUN_RECORD in session.config.stash:
+        prefix.extend(reporting.summary_html(session.config.stash[RUN_RECORD]))
+
+
+def pytest_html_report_title(report: object) -> None:
+    config = _CONFIG[0] if _CONFIG else None
+    if config is not None and RUN_RECORD in config.stash:
+        record = config.stash[RUN_RECORD]
+        report.title = f"deploycheck: {record.environment} release {record.release}"  # type: ignore[attr-defined]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    if RUN_RECORD not in config.stash or config.option.collectonly:
+        return
+    terminalreporter.write_sep("=", "deploycheck")
+    for line in reporting.terminal_lines(config.stash[RUN_RECORD]):
+        terminalreporter.write_line(line)

@@ -1,0 +1,121 @@
+"""The run record: what happened in one run (stages, checks, rollback), kept in ``config.stash``.
+
+Reports are written from this record alone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import pytest
+
+StageOutcome = Literal["passed", "failed", "skipped"]
+
+
+@dataclass
+class StageRecord:
+    name: str
+    outcome: StageOutcome
+    seconds: float
+    started_at: float
+    reason: str = ""
+    evidence: str = ""
+
+
+@dataclass
+class CheckCounts:
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class CheckRecord:
+    nodeid: str
+    outcome: str
+    seconds: float
+    started_at: float
+    reason: str = ""
+
+
+@dataclass
+class RollbackRecord:
+    performed: bool = False
+    outcome: str = "not needed"
+    seconds: float = 0.0
+    restored_release: str | None = None
+    actions: list[str] = field(default_factory=list)
+    started_at: float = 0.0
+
+
+@dataclass
+class RunRecord:
+    environment: str
+    mode: Literal["deploy", "verify-only"]
+    release: str = "unknown"
+    citus_image: str = "unknown"
+    citus_is_standin: bool = False
+    citus_version: str = "unknown"
+    compose_project: str = ""
+    started_at: float = field(default_factory=time.time)
+    finished_at: float = 0.0
+    interrupted: bool = False
+    stages: list[StageRecord] = field(default_factory=list)
+    checks: list[CheckRecord] = field(default_factory=list)
+    rollback: RollbackRecord = field(default_factory=RollbackRecord)
+    stack_existed_before: bool = False
+    deployed_anything: bool = False
+
+    @property
+    def failed_stage(self) -> StageRecord | None:
+        return next((stage for stage in self.stages if stage.outcome == "failed"), None)
+
+    @property
+    def check_counts(self) -> CheckCounts:
+        counts = CheckCounts()
+        for check in self.checks:
+            if check.outcome in ("passed", "failed", "skipped"):
+                setattr(counts, check.outcome, getattr(counts, check.outcome) + 1)
+        return counts
+
+    @property
+    def failed(self) -> bool:
+        return self.interrupted or self.failed_stage is not None or any(c.outcome == "failed" for c in self.checks)
+
+    @property
+    def outcome(self) -> Literal["passed", "failed"]:
+        return "failed" if self.failed or self.rollback.outcome == "failed" else "passed"
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary (reports/summary.json)."""
+        return {
+            "environment": self.environment,
+            "mode": self.mode,
+            "release": self.release,
+            "citus_image": self.citus_image,
+            "citus_is_standin": self.citus_is_standin,
+            "citus_version": self.citus_version,
+            "compose_project": self.compose_project,
+            "outcome": self.outcome,
+            "interrupted": self.interrupted,
+            "started_at": self.started_at,
+            "seconds": round((self.finished_at or time.time()) - self.started_at, 3),
+            "stages": [
+                {"name": s.name, "outcome": s.outcome, "seconds": round(s.seconds, 3), "reason": s.reason}
+                for s in self.stages
+            ],
+            "checks": asdict(self.check_counts),
+            "failed_checks": [{"name": c.nodeid, "reason": c.reason} for c in self.checks if c.outcome == "failed"],
+            "rollback": {
+                "performed": self.rollback.performed,
+                "outcome": self.rollback.outcome,
+                "seconds": round(self.rollback.seconds, 3),
+                "restored_release": self.rollback.restored_release,
+                "actions": self.rollback.actions,
+            },
+        }
+
+
+RUN_RECORD = pytest.StashKey[RunRecord]()
