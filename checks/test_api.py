@@ -1,0 +1,73 @@
+"""The API: liveness, readiness, the deployed release, its OpenAPI, and a write that lands in Citus."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+import requests
+
+from fixtures.stack import Stack
+
+TIMEOUT = 10
+
+
+@pytest.mark.smoke
+def test_health(http: requests.Session, base_url: str) -> None:
+    response = http.get(f"{base_url}/health", timeout=TIMEOUT)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.smoke
+def test_ready(http: requests.Session, base_url: str, stack: Stack) -> None:
+    response = http.get(f"{base_url}/ready", timeout=TIMEOUT)
+    assert response.status_code == 200, f"/ready answered {response.status_code}: {response.text}"
+    assert response.json()["workers"] == stack.environment.expected_workers
+
+
+@pytest.mark.smoke
+def test_version_is_the_deployed_release(http: requests.Session, base_url: str, stack: Stack) -> None:
+    response = http.get(f"{base_url}/version", timeout=TIMEOUT)
+    assert response.status_code == 200, response.text
+    assert response.json()["release"] == stack.release
+
+
+def test_openapi_is_served(http: requests.Session, base_url: str) -> None:
+    response = http.get(f"{base_url}/openapi.json", timeout=TIMEOUT)
+    assert response.status_code == 200, response.text
+    paths = response.json()["paths"]
+    for path in ("/health", "/ready", "/version", "/stores", "/stores/{store_id}/orders"):
+        assert path in paths, f"{path} missing from the OpenAPI document"
+    docs = http.get(f"{base_url}/docs", timeout=TIMEOUT)
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_write_then_read_lands_in_citus(
+    http: requests.Session, base_url: str, coordinator: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    store = http.post(f"{base_url}/stores", json={"name": name}, timeout=TIMEOUT)
+    assert store.status_code == 201, store.text
+    store_id = store.json()["id"]
+    for item, cents in (("tea", 250), ("cake", 475)):
+        order = http.post(
+            f"{base_url}/stores/{store_id}/orders", json={"item": item, "amount_cents": cents}, timeout=TIMEOUT
+        )
+        assert order.status_code == 201, order.text
+    orders = http.get(f"{base_url}/stores/{store_id}/orders", timeout=TIMEOUT).json()
+    assert [(o["item"], o["amount_cents"]) for o in orders] == [("tea", 250), ("cake", 475)]
+    summary = http.get(f"{base_url}/stores/{store_id}/summary", timeout=TIMEOUT).json()
+    assert (summary["orders"], summary["total_cents"]) == (2, 725)
+    # The rows live in a shard table on a worker, not on the coordinator.
+    on_workers = coordinator.execute(
+        "SELECT sum(result::bigint) FROM run_command_on_placements('orders', %s)",
+        (f"SELECT count(*) FROM %s WHERE store_id = {int(store_id)}",),
+    ).fetchone()
+    assert on_workers == (2,), f"the workers' shards hold {on_workers} orders of store {store_id}"
+
+
+def test_order_for_an_unknown_store_is_404(http: requests.Session, base_url: str) -> None:
+    response = http.post(f"{base_url}/stores/987654321/orders", json={"item": "x", "amount_cents": 1}, timeout=TIMEOUT)
+    assert response.status_code == 404, response.text

@@ -1,0 +1,103 @@
+"""Nginx in front of the API: a valid config, proxying, security headers, no version leak, gzip, limits,
+a JSON access log, and a clean error page when the upstream fails."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import requests
+
+from fixtures.stack import Stack
+from plugins.containers import wait_healthy
+
+TIMEOUT = 10
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": None,  # present; its value is the config's business
+    "Permissions-Policy": None,
+}
+
+
+def test_config_test_passes(stack: Stack) -> None:
+    code, output = stack.containers["nginx"].exec_run(["nginx", "-t"])
+    assert code == 0, output.decode(errors="replace")
+
+
+@pytest.mark.smoke
+def test_own_health_location(http: requests.Session, stack: Stack) -> None:
+    response = http.get(f"{stack.proxy_url}/nginx-health", timeout=TIMEOUT)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "ok"}
+
+
+def test_proxies_to_the_api(http: requests.Session, stack: Stack) -> None:
+    direct = http.get(f"{stack.api_url}/version", timeout=TIMEOUT)
+    proxied = http.get(f"{stack.proxy_url}/version", timeout=TIMEOUT)
+    assert proxied.status_code == 200, proxied.text
+    assert proxied.json() == direct.json()
+
+
+@pytest.mark.parametrize("header", sorted(SECURITY_HEADERS))
+@pytest.mark.parametrize("path", ["/version", "/no-such-path"])
+def test_security_header(http: requests.Session, stack: Stack, header: str, path: str) -> None:
+    response = http.get(f"{stack.proxy_url}{path}", timeout=TIMEOUT)
+    assert header in response.headers, f"{header} missing on {path} ({response.status_code})"
+    expected = SECURITY_HEADERS[header]
+    if expected is not None:
+        assert response.headers[header] == expected
+
+
+def test_server_version_is_hidden(http: requests.Session, stack: Stack) -> None:
+    for path in ("/version", "/no-such-path"):
+        response = http.get(f"{stack.proxy_url}{path}", timeout=TIMEOUT)
+        server = response.headers.get("Server", "")
+        assert not any(ch.isdigit() for ch in server), f"Server header leaks a version: {server!r}"
+    big = http.post(f"{stack.proxy_url}/stores", data=b"x" * (2 * 1024 * 1024), timeout=TIMEOUT)
+    assert "nginx/" not in big.text, "an nginx error page shows its version"
+
+
+def test_gzip(http: requests.Session, stack: Stack) -> None:
+    response = http.get(f"{stack.proxy_url}/openapi.json", headers={"Accept-Encoding": "gzip"}, timeout=TIMEOUT)
+    assert response.status_code == 200
+    assert response.headers.get("Content-Encoding") == "gzip"
+    assert "paths" in response.json()  # requests decompressed it: the body is valid gzip of the document
+
+
+def test_request_size_limit(http: requests.Session, stack: Stack) -> None:
+    response = http.post(f"{stack.proxy_url}/stores", data=b"x" * (2 * 1024 * 1024), timeout=TIMEOUT)
+    assert response.status_code == 413
+
+
+def test_access_log_is_json(http: requests.Session, stack: Stack) -> None:
+    marker = f"/health?probe={time.time_ns()}"
+    assert http.get(f"{stack.proxy_url}{marker}", timeout=TIMEOUT).status_code == 200
+    nginx = stack.containers["nginx"]
+    deadline = time.monotonic() + stack.environment.timeouts.check
+    while True:
+        lines = nginx.logs(stdout=True, stderr=False, tail=50).decode(errors="replace").splitlines()
+        entries = [json.loads(line) for line in lines if marker in line]
+        if entries or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert entries, f"no access log line for {marker}"
+    assert entries[-1].get("status") in (200, "200"), entries[-1]
+
+
+@pytest.mark.disruptive
+def test_clean_error_page_when_the_upstream_fails(http: requests.Session, stack: Stack) -> None:
+    """Stop the API for a moment: Nginx answers a JSON 502, without HTML or version; then the API comes back."""
+    api = stack.containers["api"]
+    api.stop(timeout=5)
+    try:
+        response = http.get(f"{stack.proxy_url}/version", timeout=TIMEOUT)
+    finally:
+        api.start()
+        wait_healthy(stack.client, stack.environment.compose_project, ["api"], stack.environment.timeouts.stage)
+    assert response.status_code in (502, 503, 504), response.status_code
+    assert response.headers.get("Content-Type", "").startswith("application/json")
+    assert response.json()["error"] == "upstream unavailable"
+    assert "nginx/" not in response.text and "<html" not in response.text.lower()

@@ -1,0 +1,3 @@
+"""Wires the suite: the deploycheck plugin (plugins/) and the deployment stages (fixtures/)."""
+
+pytest_plugins = ["plugins.deploycheck", "fixtures.stages"]
