@@ -200,7 +200,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             decision,
             record,
             config.stash.get(COMPOSE, None),
-            client_for(environment.docker_host),
+            lambda: client_for(environment.docker_host),
             environment.purge_volumes_on_rollback,
         )
     finally:

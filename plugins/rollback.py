@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,7 +42,11 @@ def decide(record: RunRecord, *, verify_only: bool, keep_failed: bool) -> Decisi
 
 
 def perform(
-    decision: Decision, record: RunRecord, compose: Compose | None, client: docker.DockerClient, purge_volumes: bool
+    decision: Decision,
+    record: RunRecord,
+    compose: Compose | None,
+    client: Callable[[], docker.DockerClient],
+    purge_volumes: bool,
 ) -> None:
     """Carry the decision out and record what was done, how long it took and whether it worked."""
     rollback = record.rollback
@@ -62,7 +67,7 @@ def perform(
             f"removed the containers of project {record.compose_project}"
             + (" and purged its volumes (rollback.purge_volumes)" if purge_volumes else "; kept its volumes")
         )
-        left = project_containers(client, record.compose_project)
+        left = project_containers(client(), record.compose_project)
         if left:
             raise RuntimeError(f"containers still present after removal: {', '.join(sorted(left))}")
         rollback.outcome = "passed"

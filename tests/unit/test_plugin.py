@@ -1,0 +1,209 @@
+"""The plugin in a real pytest run (pytester, no Docker): options, stage bookkeeping, summary, rollback decision."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from plugins.record import RunRecord, StageRecord
+from plugins.rollback import decide
+from tests.unit.conftest import make_project
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# A miniature suite: three stages through the real run_stage, one failing when asked, and checks on top.
+STAGED_CONFTEST = """
+import os
+import pytest
+from plugins.stages import StageFailed, run_stage, skip_if_a_stage_failed, stage_result
+from plugins.record import RUN_RECORD
+
+pytest_plugins = ["plugins.deploycheck"]
+
+def _stage(config, name):
+    def action():
+        if os.environ.get("FAIL_STAGE") == name:
+            raise StageFailed(f"{name} broke on purpose", "evidence: last log lines")
+        return name
+    return run_stage(config, name, action)
+
+@pytest.fixture(scope="session")
+def stage_first(pytestconfig):
+    return _stage(pytestconfig, "first")
+
+@pytest.fixture(scope="session")
+def stage_second(pytestconfig, stage_first):
+    return _stage(pytestconfig, "second")
+
+@pytest.fixture(scope="session")
+def stage_third(pytestconfig, stage_second):
+    return _stage(pytestconfig, "third")
+
+@pytest.fixture(scope="session")
+def stack(pytestconfig, stage_third):
+    skip_if_a_stage_failed(pytestconfig.stash[RUN_RECORD])
+    return "stack"
+
+@pytest.fixture(scope="session")
+def run_record(pytestconfig):
+    return pytestconfig.stash[RUN_RECORD]
+"""
+
+STAGED_TESTS = """
+import pytest
+from plugins.stages import stage_result
+
+@pytest.mark.stage
+@pytest.mark.parametrize("name", ["first", "second", "third"])
+def test_stage(name, request, run_record):
+    request.getfixturevalue(f"stage_{name}")
+    stage = stage_result(run_record, name)
+    if stage.outcome == "failed":
+        pytest.fail(f"stage {name} failed: {stage.reason}", pytrace=False)
+
+@pytest.mark.smoke
+def test_check_one(stack):
+    assert stack == "stack"
+
+def test_check_two(stack):
+    assert stack == "stack"
+
+def test_check_that_fails(stack):
+    import os
+    assert os.environ.get("FAIL_CHECK") != "1", "the check failed on purpose"
+"""
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    make_project(pytester.path)
+    pytester.makeconftest(STAGED_CONFTEST)
+    pytester.makepyfile(test_suite=STAGED_TESTS)
+    monkeypatch.delenv("FAIL_STAGE", raising=False)
+    monkeypatch.delenv("FAIL_CHECK", raising=False)
+    monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))  # for runpytest_subprocess
+    return pytester
+
+
+def summary(pytester: pytest.Pytester) -> dict[str, object]:
+    data: dict[str, object] = json.loads((pytester.path / "reports" / "summary.json").read_text())
+    return data
+
+
+def test_clean_run_records_every_stage_and_check(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("--deploy=local", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(["*stage first: started*", "*stage first: passed in*", "*stage third: passed*"])
+    data = summary(suite)
+    assert data["environment"] == "local" and data["outcome"] == "passed"
+    assert [s["name"] for s in data["stages"]] == ["first", "second", "third"]  # type: ignore[index,union-attr]
+    assert data["checks"] == {"passed": 3, "failed": 0, "skipped": 0}
+    assert data["rollback"] == {
+        "performed": False,
+        "outcome": "not needed: every stage and check passed",
+        "seconds": 0.0,
+        "restored_release": None,
+        "actions": [],
+    }
+
+
+def test_failed_stage_skips_later_stages_and_checks_with_its_reason(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAIL_STAGE", "second")
+    result = suite.runpytest("--deploy=local", "-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(passed=1, failed=1, skipped=4)
+    result.stdout.fnmatch_lines(["*stage second failed: second broke on purpose*"])
+    result.stdout.fnmatch_lines(["SKIPPED*stage second failed: second broke on purpose*"])
+    assert "error" not in result.stdout.str().lower().split("short test summary")[-1]
+    data = summary(suite)
+    assert data["outcome"] == "failed"
+    stages = {s["name"]: s for s in data["stages"]}  # type: ignore[union-attr,index]
+    assert stages["second"]["outcome"] == "failed" and stages["second"]["reason"] == "second broke on purpose"
+    assert "third" not in stages
+    assert data["checks"] == {"passed": 0, "failed": 0, "skipped": 3}
+
+
+def test_failed_stage_fails_the_run_even_when_only_checks_are_selected(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAIL_STAGE", "first")
+    result = suite.runpytest("--deploy=local", "-p", "no:cacheprovider", "-m", "smoke")
+    result.assert_outcomes(skipped=1)
+    assert result.ret == 1, "every check skipped because a stage failed must not end green"
+
+
+def test_failed_check_fails_the_run(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAIL_CHECK", "1")
+    result = suite.runpytest("--deploy=local", "-p", "no:cacheprovider")
+    assert result.ret == 1
+    data = summary(suite)
+    assert data["checks"] == {"passed": 2, "failed": 1, "skipped": 0}
+    assert data["failed_checks"] == [
+        {"name": "test_suite.py::test_check_that_fails", "reason": "AssertionError: the check failed on purpose"}
+    ]
+
+
+def test_verify_only_deselects_deploy_stages(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("--deploy=local", "--verify-only", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3, deselected=3)
+    assert summary(suite)["mode"] == "verify-only"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--deploy=nowhere"], "ERROR: unknown environment 'nowhere': choose one of local, prod (defined in *"),
+        (["--deploy=prod"], "ERROR: environment 'prod' needs the database password in $UNIT_PROD_DB_PASSWORD*"),
+        (["--release=not a release"], "ERROR: --release='not a release' is not a valid release id*"),
+        (["--environments=missing.toml"], "ERROR: the environment file missing.toml does not exist*"),
+    ],
+)
+def test_usage_errors_are_one_sentence_without_traceback(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    monkeypatch.delenv("UNIT_PROD_DB_PASSWORD", raising=False)
+    result = suite.runpytest_subprocess(*args, "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+    assert not (suite.path / "reports").exists(), "a usage error must write nothing"
+
+
+def _record(**changes: object) -> RunRecord:
+    record = RunRecord(environment="local", mode="deploy", deployed_anything=True)
+    for key, value in changes.items():
+        setattr(record, key, value)
+    return record
+
+
+FAILED_STAGE = [StageRecord("citus", "failed", 1.0, 0.0, "worker down")]
+
+
+@pytest.mark.parametrize(
+    ("record", "verify_only", "keep_failed", "action"),
+    [
+        (_record(), False, False, "none"),
+        (_record(stages=FAILED_STAGE), False, False, "remove"),
+        (_record(interrupted=True), False, False, "remove"),
+        (_record(stages=FAILED_STAGE), True, False, "none"),
+        (_record(stages=FAILED_STAGE), False, True, "keep"),
+        (_record(stages=FAILED_STAGE, deployed_anything=False), False, False, "none"),
+        (_record(stages=FAILED_STAGE, stack_existed_before=True), False, False, "leave"),
+    ],
+    ids=["green", "stage-failed", "interrupted", "verify-only", "keep-failed", "nothing-deployed", "stack-existed"],
+)
+def test_rollback_decision(record: RunRecord, verify_only: bool, keep_failed: bool, action: str) -> None:
+    assert decide(record, verify_only=verify_only, keep_failed=keep_failed).action == action
+
+
+def test_secret_values_do_not_reach_the_summary(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNIT_PROD_DB_PASSWORD", "MARKER-d6f1c0ffee")
+    monkeypatch.setenv("FAIL_STAGE", "first")
+    result = suite.runpytest("--deploy=prod", "-p", "no:cacheprovider")
+    assert result.ret == 1
+    for path in Path(suite.path / "reports").rglob("*"):
+        assert "MARKER-d6f1c0ffee" not in path.read_text(errors="replace"), path
+    assert "MARKER-d6f1c0ffee" not in result.stdout.str()
