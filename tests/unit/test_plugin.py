@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,8 +88,8 @@ def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.
     return pytester
 
 
-def summary(pytester: pytest.Pytester) -> dict[str, object]:
-    data: dict[str, object] = json.loads((pytester.path / "reports" / "summary.json").read_text())
+def summary(pytester: pytest.Pytester) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((pytester.path / "reports" / "summary.json").read_text())
     return data
 
 
@@ -98,7 +99,7 @@ def test_clean_run_records_every_stage_and_check(suite: pytest.Pytester) -> None
     result.stdout.fnmatch_lines(["*stage first: started*", "*stage first: passed in*", "*stage third: passed*"])
     data = summary(suite)
     assert data["environment"] == "local" and data["outcome"] == "passed"
-    assert [s["name"] for s in data["stages"]] == ["first", "second", "third"]  # type: ignore[index,union-attr]
+    assert [s["name"] for s in data["stages"]] == ["first", "second", "third"]
     assert data["checks"] == {"passed": 3, "failed": 0, "skipped": 0}
     assert data["rollback"] == {
         "performed": False,
@@ -120,7 +121,7 @@ def test_failed_stage_skips_later_stages_and_checks_with_its_reason(
     assert "error" not in result.stdout.str().lower().split("short test summary")[-1]
     data = summary(suite)
     assert data["outcome"] == "failed"
-    stages = {s["name"]: s for s in data["stages"]}  # type: ignore[union-attr,index]
+    stages = {s["name"]: s for s in data["stages"]}
     assert stages["second"]["outcome"] == "failed" and stages["second"]["reason"] == "second broke on purpose"
     assert "third" not in stages
     assert data["checks"] == {"passed": 0, "failed": 0, "skipped": 3}
