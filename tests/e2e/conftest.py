@@ -1,0 +1,163 @@
+"""End-to-end helpers: run the real deploy suite (`pytest --deploy=NAME`) in a subprocess against the real
+engine, each case in its own Compose project, environment and 127.0.0.1 ports, cleaned up afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import textwrap
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT_LABEL = "com.docker.compose.project"
+# A marker password: end-to-end tests assert it never reaches a report or the output.
+SECRET_MARKER = "e2e-MARKER-5ecret-7f3a9c"
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = []
+    for _ in range(count):
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        sockets.append(probe)
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@dataclass
+class Deploy:
+    """One end-to-end case: its environment file, its reports, and a way to run the suite on it."""
+
+    name: str
+    project: str
+    directory: Path
+    ports: list[int]
+
+    @property
+    def env_file(self) -> Path:
+        return self.directory / "environments.toml"
+
+    @property
+    def reports(self) -> Path:
+        return self.directory / "reports"
+
+    def write_environment(self, *, overrides: Sequence[str] = (), stage_timeout: int = 120) -> None:
+        files = [str(ROOT / "stack" / "compose.yaml"), *overrides]
+        coordinator, api, proxy = self.ports
+        self.env_file.write_text(
+            textwrap.dedent(
+                f"""
+                [environments.{self.name}]
+                compose_project = "{self.project}"
+                compose_files = {json.dumps(files)}
+                migrations_dir = "{ROOT / "stack" / "migrations"}"
+                expected_workers = 2
+                docker_host = ""
+                citus_image = "citusdata/citus:13.0"
+                database = {{ name = "deploycheck", user = "deploycheck" }}
+                timeouts = {{ stage = {stage_timeout}, check = 10 }}
+                rollback = {{ purge_volumes = false }}
+                ports = {{ coordinator = {coordinator}, api = {api}, proxy = {proxy} }}
+                secrets = {{ db_password = "DEPLOYCHECK_E2E_DB_PASSWORD" }}
+                """
+            )
+        )
+
+    def override(self, name: str, content: str) -> str:
+        path = self.directory / name
+        path.write_text(textwrap.dedent(content))
+        return str(path)
+
+    def run(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        self.reports.mkdir(exist_ok=True)
+        argv = [
+            str(ROOT / ".venv" / "bin" / "pytest"),
+            f"--deploy={self.name}",
+            f"--environments={self.env_file}",
+            f"--html={self.reports / 'report.html'}",
+            f"--junitxml={self.reports / 'junit.xml'}",
+            f"--summary-json={self.reports / 'summary.json'}",
+            "-p",
+            "no:cacheprovider",
+            *args,
+        ]
+        env = {**os.environ, "DEPLOYCHECK_E2E_DB_PASSWORD": SECRET_MARKER}
+        return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+    def summary(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.reports / "summary.json").read_text())
+        return data
+
+    def containers(self) -> dict[str, str]:
+        client = docker.from_env()
+        found = client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={self.project}"})
+        return {c.labels["com.docker.compose.service"]: c.id for c in found}
+
+    def volumes(self) -> list[str]:
+        client = docker.from_env()
+        return sorted(v.name for v in client.volumes.list(filters={"label": f"{PROJECT_LABEL}={self.project}"}))
+
+    def assert_no_secret_leaked(self, result: subprocess.CompletedProcess[str]) -> None:
+        assert SECRET_MARKER not in result.stdout and SECRET_MARKER not in result.stderr
+        for path in self.reports.rglob("*"):
+            if path.is_file():
+                assert SECRET_MARKER not in path.read_text(errors="replace"), f"the secret leaked into {path}"
+
+
+def remove_project(project: str) -> None:
+    """Everything a case left behind, found by its Compose project label."""
+    client = docker.from_env()
+    label = {"label": f"{PROJECT_LABEL}={project}"}
+    for container in client.containers.list(all=True, filters=label):
+        container.remove(force=True, v=True)
+    for volume in client.volumes.list(filters=label):
+        volume.remove(force=True)
+    for network in client.networks.list(filters=label):
+        network.remove()
+
+
+@pytest.fixture
+def deploy(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deploy]:
+    name = request.node.name.removeprefix("test_").replace("_", "-")[:30]
+    case = Deploy(name=name, project=f"dce2e-{name}-{os.getpid()}", directory=tmp_path, ports=free_ports(3))
+    case.write_environment()
+    yield case
+    remove_project(case.project)
+
+
+def build_broken_ready_api(tmp_path: Path) -> str:
+    """A release of the API whose /ready always fails: the real app with its /ready route replaced."""
+    source = ROOT / "stack" / "api"
+    context = tmp_path / "api-broken-ready"
+    subprocess.run(["cp", "-r", str(source), str(context)], check=True)
+    main = context / "app" / "main.py"
+    main.write_text(
+        main.read_text()
+        + textwrap.dedent(
+            """
+
+            # e2e fault: this release's readiness is broken on purpose.
+            from fastapi.responses import JSONResponse as _JSONResponse
+
+            app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) != "/ready"]
+
+
+            @app.get("/ready")
+            def _broken_ready() -> _JSONResponse:
+                return _JSONResponse({"status": "not ready", "reason": "release broken on purpose"}, status_code=503)
+            """
+        )
+    )
+    tag = "deploycheck/api:e2e-broken-ready"
+    docker.from_env().images.build(path=str(context), tag=tag, rm=True)
+    return tag

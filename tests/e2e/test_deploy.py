@@ -1,0 +1,126 @@
+"""`pytest --deploy=NAME` end to end on the real engine: a clean deploy, verify-only, and injected faults,
+each caught by the right stage and rolled back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Deploy, build_broken_ready_api
+
+pytestmark = pytest.mark.e2e
+
+STAGES = ["preflight", "images", "database", "citus", "migrations", "api", "proxy"]
+
+
+def test_clean_deploy_passes_every_check_then_verify_only_changes_nothing(deploy: Deploy) -> None:
+    result = deploy.run()
+    assert result.returncode == 0, result.stdout[-5000:]
+    summary = deploy.summary()
+    assert summary["outcome"] == "passed"
+    assert [(s["name"], s["outcome"]) for s in summary["stages"]] == [(name, "passed") for name in STAGES]
+    assert summary["checks"]["failed"] == 0 and summary["checks"]["skipped"] == 0
+    assert summary["checks"]["passed"] >= 20
+    assert summary["rollback"]["performed"] is False
+    assert summary["citus_version"].startswith("Citus 13.")
+    report = (deploy.reports / "report.html").read_text()
+    assert "deploycheck-stages" in report and summary["citus_version"] in report
+    if summary["citus_is_standin"]:
+        assert "stand-in" in summary["citus_version"] and "NOT Citus" in report
+    deploy.assert_no_secret_leaked(result)
+    before = deploy.containers()
+    assert set(before) == {"coordinator", "worker-1", "worker-2", "api", "nginx"}
+
+    verify = deploy.run("--verify-only")
+    assert verify.returncode == 0, verify.stdout[-5000:]
+    verified = deploy.summary()
+    assert verified["mode"] == "verify-only" and verified["outcome"] == "passed"
+    assert [s["name"] for s in verified["stages"]] == ["preflight"]
+    assert verified["release"] == summary["release"]
+    assert verified["checks"]["passed"] >= 20
+    assert deploy.containers() == before, "verify-only must not create, recreate or remove containers"
+
+    smoke = deploy.run("--verify-only", "-m", "smoke")
+    assert smoke.returncode == 0, smoke.stdout[-5000:]
+    assert 0 < deploy.summary()["checks"]["passed"] < verified["checks"]["passed"]
+
+
+def test_verify_only_without_a_running_stack_fails_in_preflight(deploy: Deploy) -> None:
+    result = deploy.run("--verify-only")
+    assert result.returncode == 1
+    summary = deploy.summary()
+    assert summary["stages"][0]["outcome"] == "failed"
+    assert f"no stack of project {deploy.project} is running" in summary["stages"][0]["reason"]
+    assert summary["rollback"]["performed"] is False
+    assert deploy.containers() == {}
+
+
+def _assert_caught_and_rolled_back(deploy: Deploy, result_stdout: str, stage: str, reason: str) -> None:
+    summary = deploy.summary()
+    assert summary["outcome"] == "failed"
+    failed = [s for s in summary["stages"] if s["outcome"] == "failed"]
+    assert [s["name"] for s in failed] == [stage], summary["stages"]
+    assert reason in failed[0]["reason"], failed[0]["reason"]
+    assert summary["checks"]["passed"] == 0 and summary["checks"]["failed"] == 0 and summary["checks"]["skipped"] > 0
+    rollback = summary["rollback"]
+    assert rollback["performed"] is True and rollback["outcome"] == "passed", rollback
+    assert deploy.containers() == {}, "the rollback must remove this first deploy's containers"
+    assert any(v.endswith("coordinator-data") for v in deploy.volumes()), "the rollback must keep the data volumes"
+    report = (deploy.reports / "report.html").read_text()
+    assert reason in report and "deploycheck-rollback" in report
+    junit = (deploy.reports / "junit.xml").read_text()
+    assert f"test_stage[{stage}]" in junit and reason in junit
+    assert f"stage {stage}: FAILED" in result_stdout
+
+
+def test_worker_that_never_becomes_healthy_fails_the_database_stage(deploy: Deploy) -> None:
+    sick = deploy.override(
+        "sick-worker.yaml",
+        """
+        services:
+          worker-2:
+            healthcheck:
+              test: ["CMD", "false"]
+              interval: 1s
+              retries: 1
+              start_period: 0s
+        """,
+    )
+    deploy.write_environment(overrides=[sick], stage_timeout=25)
+    result = deploy.run()
+    assert result.returncode == 1, result.stdout[-5000:]
+    _assert_caught_and_rolled_back(deploy, result.stdout, "database", "worker-2 did not become healthy within 25 s")
+    deploy.assert_no_secret_leaked(result)
+
+
+def test_nginx_upstream_on_the_wrong_port_fails_the_proxy_stage(deploy: Deploy) -> None:
+    wrong_port = deploy.override(
+        "wrong-upstream.yaml",
+        """
+        services:
+          nginx:
+            environment:
+              API_UPSTREAM: api:9999
+        """,
+    )
+    deploy.write_environment(overrides=[wrong_port], stage_timeout=20)
+    result = deploy.run()
+    assert result.returncode == 1, result.stdout[-5000:]
+    _assert_caught_and_rolled_back(deploy, result.stdout, "proxy", "/ready did not answer 200 within 20 s (last: 502")
+
+
+def test_api_release_whose_ready_fails_fails_the_api_stage(deploy: Deploy, tmp_path: Path) -> None:
+    image = build_broken_ready_api(tmp_path)
+    broken = deploy.override(
+        "broken-api.yaml",
+        f"""
+        services:
+          api:
+            image: {image}
+        """,
+    )
+    deploy.write_environment(overrides=[broken], stage_timeout=20)
+    result = deploy.run()
+    assert result.returncode == 1, result.stdout[-5000:]
+    _assert_caught_and_rolled_back(deploy, result.stdout, "api", "release broken on purpose")
