@@ -62,6 +62,13 @@ if [ "$need_engine" = 1 ]; then
   fi
   say "starting dockerd in the background (log: $DOCKERD_LOG)"
   mkdir -p "$(dirname "$DOCKERD_LOG")"
+  # A dockerd that was killed (end of a session, reboot) leaves its pid file behind, and a new one
+  # refuses to start while it exists: remove it only when no such process is alive.
+  for pidfile in /var/run/docker.pid /run/docker/containerd/containerd.pid; do
+    if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null; then
+      rm -f "$pidfile"
+    fi
+  done
   nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
   for _ in $(seq 1 60); do docker_up && break; sleep 1; done
   docker_up || die "dockerd did not start within 60 s: read $DOCKERD_LOG for the reason, fix it and run set-up again."

@@ -1,0 +1,1 @@
+"""deploycheck demo API: a small tenant-sharded domain on Citus."""
