@@ -76,6 +76,8 @@ def image_exists(client: docker.DockerClient, reference: str) -> bool:
 
 def ensure_built(client: docker.DockerClient, spec: ImageSpec, extra_tags: tuple[str, ...] = ()) -> str:
     """Build ``spec`` unless an image of the same content exists; returns the content tag."""
+    if not (spec.context / "Dockerfile").is_file():
+        raise ImageBuildFailed(f"{spec.context}/Dockerfile is missing: restore the stack folder from git")
     reference = content_tag(spec)
     if not image_exists(client, reference):
         repository, tag = reference.split(":", 1)
