@@ -79,8 +79,22 @@ class Deploy:
         return str(path)
 
     def run(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(*args), cwd=ROOT, env=self.env(), capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """The suite in the background, its output readable line by line (for interrupt tests)."""
+        return subprocess.Popen(
+            self.argv(*args), cwd=ROOT, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "DEPLOYCHECK_E2E_DB_PASSWORD": SECRET_MARKER, "PYTHONUNBUFFERED": "1"}
+
+    def argv(self, *args: str) -> list[str]:
         self.reports.mkdir(exist_ok=True)
-        argv = [
+        return [
             str(ROOT / ".venv" / "bin" / "pytest"),
             f"--deploy={self.name}",
             f"--environments={self.env_file}",
@@ -91,8 +105,6 @@ class Deploy:
             "no:cacheprovider",
             *args,
         ]
-        env = {**os.environ, "DEPLOYCHECK_E2E_DB_PASSWORD": SECRET_MARKER}
-        return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
     def summary(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads((self.reports / "summary.json").read_text())

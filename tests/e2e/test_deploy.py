@@ -3,6 +3,8 @@ each caught by the right stage and rolled back."""
 
 from __future__ import annotations
 
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,22 @@ def test_api_release_whose_ready_fails_fails_the_api_stage(deploy: Deploy, tmp_p
     result = deploy.run()
     assert result.returncode == 1, result.stdout[-5000:]
     _assert_caught_and_rolled_back(deploy, result.stdout, "api", "release broken on purpose")
+
+
+def test_sigterm_during_the_database_stage_rolls_back(deploy: Deploy) -> None:
+    """CI cancels with SIGTERM: the run must still roll back, record it, and exit as interrupted."""
+    process = deploy.start()
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if "stage database: started" in line:
+            time.sleep(2)  # let Compose create the containers
+            process.send_signal(signal.SIGTERM)
+            break
+    output = "".join(seen) + process.communicate(timeout=300)[0]
+    assert process.returncode == pytest.ExitCode.INTERRUPTED, output[-5000:]
+    summary = deploy.summary()
+    assert summary["interrupted"] is True and summary["outcome"] == "failed"
+    assert summary["rollback"]["performed"] is True and summary["rollback"]["outcome"] == "passed"
+    assert deploy.containers() == {}
