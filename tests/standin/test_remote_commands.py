@@ -1,0 +1,87 @@
+"""run_command_on_* and their result rules (citus-api.md section 5, EvaluateQueryResult)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from .conftest import Cluster
+
+pytestmark = pytest.mark.e2e
+
+
+def on_workers(conn: psycopg.Connection[Any], command: str) -> list[tuple[Any, ...]]:
+    return conn.execute("SELECT * FROM run_command_on_workers(%s)", (command,)).fetchall()
+
+
+def single_result(cluster: Cluster, conn: psycopg.Connection[Any], command: str) -> tuple[bool, str]:
+    """The (success, result) every worker gave; they must agree."""
+    rows = on_workers(conn, command)
+    assert [(r[0], r[1]) for r in rows] == [(w.name, 5432) for w in sorted(cluster.workers, key=lambda w: w.name)]
+    outcomes = {(r[2], r[3]) for r in rows}
+    assert len(outcomes) == 1, rows
+    return outcomes.pop()
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("SELECT 42", (True, "42")),
+        ("SELECT NULL", (True, "")),
+        ("SELECT 1 WHERE false", (True, "")),
+        ("SHOW port", (True, "5432")),
+        ("SELECT 1, 2", (False, "expected a single column in query target")),
+        ("SELECT 1, 2 WHERE false", (False, "expected a single column in query target")),
+        ("SELECT generate_series(1, 3)", (False, "expected a single row in query result")),
+        ("SELECT * FROM no_such_table_anywhere", (False, 'ERROR:  relation "no_such_table_anywhere" does not exist')),
+        ("SELEC 1", (False, 'ERROR:  syntax error at or near "SELEC"')),
+    ],
+)
+def test_result_rules(
+    cluster: Cluster, conn: psycopg.Connection[Any], command: str, expected: tuple[bool, str]
+) -> None:
+    assert single_result(cluster, conn, command) == expected
+
+
+def test_utility_commands_give_their_tag(cluster: Cluster, conn: psycopg.Connection[Any]) -> None:
+    try:
+        assert single_result(cluster, conn, "CREATE TABLE rc_probe (a int)") == (True, "CREATE TABLE")
+        assert single_result(cluster, conn, "INSERT INTO rc_probe VALUES (1), (2)") == (True, "INSERT 0 2")
+        assert single_result(cluster, conn, "INSERT INTO rc_probe VALUES (3) RETURNING a") == (True, "3")
+        assert single_result(cluster, conn, "SELECT count(*) FROM rc_probe") == (True, "3")
+        assert single_result(cluster, conn, "VACUUM rc_probe") == (True, "VACUUM")
+    finally:
+        assert single_result(cluster, conn, "DROP TABLE IF EXISTS rc_probe") == (True, "DROP TABLE")
+
+
+def test_run_command_on_all_nodes_covers_coordinator(cluster: Cluster, conn: psycopg.Connection[Any]) -> None:
+    rows = conn.execute(
+        "SELECT r.nodeid, n.nodename, r.success, r.result FROM run_command_on_all_nodes('SELECT current_database()') r "
+        "LEFT JOIN pg_dist_node n USING (nodeid) ORDER BY n.nodename"
+    ).fetchall()
+    assert sorted(r[1] for r in rows) == sorted(n.name for n in cluster.nodes)
+    assert {(r[2], r[3]) for r in rows} == {(True, "deploycheck")}
+    assert all(r[0] > 0 for r in rows)
+
+
+def test_run_command_on_shards_and_placements(cluster: Cluster, conn: psycopg.Connection[Any], make_table: Any) -> None:
+    table = make_table("rc_dist")
+    conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
+    conn.execute(f"SELECT create_distributed_table('{table}', 'id', shard_count => 4)")
+    conn.execute(f"INSERT INTO {table} SELECT g, 'v' || g FROM generate_series(1, 20) g")
+    shards = conn.execute(
+        f"SELECT shardid, success, result FROM run_command_on_shards('{table}', 'SELECT count(*) FROM %s') ORDER BY 1"
+    ).fetchall()
+    expected = conn.execute(
+        f"SELECT shardid FROM pg_dist_shard WHERE logicalrelid = '{table}'::regclass ORDER BY 1"
+    ).fetchall()
+    assert [s[0] for s in shards] == [e[0] for e in expected]
+    assert all(s[1] for s in shards) and sum(int(s[2]) for s in shards) == 20
+    placements = conn.execute(
+        f"SELECT nodename, nodeport, shardid, success, result "
+        f"FROM run_command_on_placements('{table}', 'SELECT count(*) FROM %s') ORDER BY shardid"
+    ).fetchall()
+    assert {p[0] for p in placements} == {w.name for w in cluster.workers}
+    assert [(p[2], p[4]) for p in placements] == [(s[0], s[2]) for s in shards]
