@@ -21,6 +21,7 @@ from plugins.commands import Compose
 from plugins.containers import client_for
 from plugins.environment import DEFAULT_FILE, ConfigError, Environment, load
 from plugins.record import RUN_RECORD, CheckRecord, RunRecord
+from plugins.stages import say
 
 ENVIRONMENT = pytest.StashKey[Environment]()
 COMPOSE = pytest.StashKey[Compose]()
@@ -193,7 +194,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         record, verify_only=record.mode == "verify-only", keep_failed=bool(config.getoption("keep_failed"))
     )
     if decision.action != "none" or record.failed:
-        _say(config, f"[deploycheck] rollback: {decision.why}")
+        say(config, f"[deploycheck] rollback: {decision.why}")
     previous_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C must not cut the rollback short
     try:
         rollback.perform(
@@ -206,7 +207,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     finally:
         signal.signal(signal.SIGINT, previous_handler)
     if record.rollback.performed:
-        _say(config, f"[deploycheck] rollback: {record.rollback.outcome} in {record.rollback.seconds:.1f} s")
+        say(config, f"[deploycheck] rollback: {record.rollback.outcome} in {record.rollback.seconds:.1f} s")
     record.finished_at = time.time()
     _update_metadata(config)
     summary_path = Path(config.getoption("summary_json") or config.rootpath / config.getini("deploycheck_summary"))
@@ -216,13 +217,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     elif record.failed and session.exitstatus == pytest.ExitCode.OK:
         # A failed stage skips every check; the run must still end red.
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-def _say(config: pytest.Config, line: str) -> None:
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.ensure_newline()
-        reporter.write_line(line, bold=True)
 
 
 def pytest_html_results_summary(

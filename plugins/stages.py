@@ -8,6 +8,7 @@ it is recorded, its own stage test fails with the reason, and every later stage 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -38,9 +39,13 @@ def skip_if_a_stage_failed(record: RunRecord) -> None:
         pytest.skip("the run was interrupted")
 
 
-def _say(config: pytest.Config, line: str) -> None:
+def say(config: pytest.Config, line: str) -> None:
+    """One line on the terminal, now, even from inside a fixture (where pytest captures output)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
+    if reporter is None:
+        return
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
         reporter.ensure_newline()
         reporter.write_line(line, bold=True)
 
@@ -49,7 +54,7 @@ def run_stage(config: pytest.Config, name: str, action: Callable[[], T]) -> T | 
     """Run one stage; returns its value, or None when it failed (recorded; its stage test reports it)."""
     record = config.stash[RUN_RECORD]
     skip_if_a_stage_failed(record)
-    _say(config, f"[deploycheck] stage {name}: started")
+    say(config, f"[deploycheck] stage {name}: started")
     started = time.time()
     start = time.monotonic()
     try:
@@ -57,7 +62,7 @@ def run_stage(config: pytest.Config, name: str, action: Callable[[], T]) -> T | 
     except StageFailed as failure:
         seconds = time.monotonic() - start
         record.stages.append(StageRecord(name, "failed", seconds, started, failure.reason, failure.evidence))
-        _say(config, f"[deploycheck] stage {name}: FAILED after {seconds:.1f} s: {failure.reason}")
+        say(config, f"[deploycheck] stage {name}: FAILED after {seconds:.1f} s: {failure.reason}")
         return None
     except KeyboardInterrupt:
         seconds = time.monotonic() - start
@@ -68,11 +73,11 @@ def run_stage(config: pytest.Config, name: str, action: Callable[[], T]) -> T | 
         seconds = time.monotonic() - start
         reason = f"{type(error).__name__}: {error}"
         record.stages.append(StageRecord(name, "failed", seconds, started, reason.splitlines()[0][:500], reason))
-        _say(config, f"[deploycheck] stage {name}: FAILED after {seconds:.1f} s: {reason.splitlines()[0][:200]}")
+        say(config, f"[deploycheck] stage {name}: FAILED after {seconds:.1f} s: {reason.splitlines()[0][:200]}")
         return None
     seconds = time.monotonic() - start
     record.stages.append(StageRecord(name, "passed", seconds, started))
-    _say(config, f"[deploycheck] stage {name}: passed in {seconds:.1f} s")
+    say(config, f"[deploycheck] stage {name}: passed in {seconds:.1f} s")
     return value
 
 
