@@ -108,6 +108,7 @@ class ImageBuildFailed(RuntimeError):
 
 def try_pull(reference: str) -> bool:
     # The CLI, not the SDK: a registry that does not answer must not hang set-up.
+    log.info("pulling %s", reference)
     try:
         result = subprocess.run(
             ["docker", "pull", "-q", reference], capture_output=True, timeout=PULL_TIMEOUT_SECONDS, check=False
@@ -121,6 +122,10 @@ def resolve_citus_image(client: docker.DockerClient, wanted: str) -> CitusImage:
     """The configured Citus image if it is here or can be pulled, else the stand-in (built when missing)."""
     if wanted != STANDIN_CITUS_IMAGE and (image_exists(client, wanted) or try_pull(wanted)):
         return CitusImage(wanted, is_standin=False)
+    if wanted != STANDIN_CITUS_IMAGE:
+        log.info(
+            "%s cannot be had here: using the offline stand-in %s, which is NOT Citus", wanted, STANDIN_CITUS_IMAGE
+        )
     ensure_built(client, CITUS_STANDIN, extra_tags=(STANDIN_CITUS_IMAGE,))
     return CitusImage(STANDIN_CITUS_IMAGE, is_standin=True)
 
