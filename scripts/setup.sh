@@ -71,8 +71,13 @@ if [ "$need_engine" = 1 ]; then
     fi
   done
   nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
-  for _ in $(seq 1 60); do docker_up && break; sleep 1; done
-  docker_up || die "dockerd did not start within 60 s: read $DOCKERD_LOG for the reason, fix it and run set-up again."
+  dockerd_pid=$!
+  for _ in $(seq 1 120); do
+    docker_up && break
+    kill -0 "$dockerd_pid" 2>/dev/null || die "dockerd exited at start: read $DOCKERD_LOG for the reason, fix it and run set-up again."
+    sleep 0.5
+  done
+  docker_up || die "dockerd did not answer within 60 s: read $DOCKERD_LOG for the reason, fix it and run set-up again."
 fi
 
 # --- 3. Python environment with pinned dependencies ------------------------------------------------------
