@@ -16,7 +16,7 @@ from types import FrameType
 
 import pytest
 
-from plugins import reporting, rollback
+from plugins import github, reporting, rollback
 from plugins.commands import Compose
 from plugins.containers import client_for
 from plugins.environment import DEFAULT_FILE, ConfigError, Environment, load
@@ -212,6 +212,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _update_metadata(config)
     summary_path = Path(config.getoption("summary_json") or config.rootpath / config.getini("deploycheck_summary"))
     reporting.write_summary_json(record, summary_path)
+    if github.is_github_actions():
+        github.write_job_summary(record)
     if record.rollback.outcome == "failed":
         session.exitstatus = EXIT_ROLLBACK_FAILED
     elif record.failed and session.exitstatus == pytest.ExitCode.OK:
@@ -236,6 +238,10 @@ def pytest_html_report_title(report: object) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
     if RUN_RECORD not in config.stash or config.option.collectonly:
         return
+    record = config.stash[RUN_RECORD]
     terminalreporter.write_sep("=", "deploycheck")
-    for line in reporting.terminal_lines(config.stash[RUN_RECORD]):
+    for line in reporting.terminal_lines(record):
         terminalreporter.write_line(line)
+    if github.is_github_actions():
+        for annotation in github.error_annotations(record):
+            terminalreporter.write_line(annotation)
