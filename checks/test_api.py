@@ -12,6 +12,8 @@ from fixtures.stack import Stack
 
 TIMEOUT = 10
 
+pytestmark = pytest.mark.evidence("api", "coordinator")
+
 
 @pytest.mark.smoke
 def test_health(http: requests.Session, base_url: str) -> None:

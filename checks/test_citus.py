@@ -9,6 +9,8 @@ import pytest
 
 from fixtures.stack import Stack
 
+pytestmark = pytest.mark.evidence("coordinator", "workers")
+
 
 @pytest.mark.parametrize(
     "query", ["SELECT citus_version()", "SELECT extversion FROM pg_extension WHERE extname = 'citus'"]

@@ -21,6 +21,8 @@ SECURITY_HEADERS = {
     "Permissions-Policy": None,
 }
 
+pytestmark = pytest.mark.evidence("nginx", "api")
+
 
 def test_config_test_passes(stack: Stack) -> None:
     code, output = stack.containers["nginx"].exec_run(["nginx", "-t"])

@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Generator
 from pathlib import Path
 from types import FrameType
 
@@ -18,7 +19,7 @@ import pytest
 
 from plugins import github, reporting, rollback
 from plugins.commands import Compose
-from plugins.containers import client_for
+from plugins.containers import client_for, evidence
 from plugins.environment import DEFAULT_FILE, ConfigError, Environment, load
 from plugins.record import RUN_RECORD, CheckRecord, RunRecord
 from plugins.stages import say
@@ -87,6 +88,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "smoke: a fast check, selected with -m smoke for post-deploy smoke runs")
     config.addinivalue_line("markers", "stage: a deployment stage reported as a test")
     config.addinivalue_line("markers", "disruptive: briefly disturbs the stack; never run in verify-only mode")
+    config.addinivalue_line(
+        "markers", "evidence(*services): whose state and logs a failure of these checks carries ('workers': all)"
+    )
     if config.option.help:
         return
     name = config.getoption("deploy") or config.getini("deploycheck_environment")
@@ -245,3 +249,34 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
     if github.is_github_actions():
         for annotation in github.error_annotations(record):
             terminalreporter.write_line(annotation)
+
+
+def _evidence_services(item: pytest.Item, worker_services: list[str]) -> list[str]:
+    """The services a failed check is about: its own service parameter, else its module's evidence marker."""
+    params = getattr(item, "callspec", None)
+    for name in ("service", "node", "worker"):
+        if params is not None and name in params.params:
+            return [str(params.params[name])]
+    marker = item.get_closest_marker("evidence")
+    services: list[str] = []
+    for service in marker.args if marker else ():
+        services.extend(worker_services if service == "workers" else [service])
+    return services
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed check carries the state and last log lines of the services it is about (secrets masked)."""
+    report = yield
+    stack = getattr(item, "funcargs", {}).get("stack")
+    if report.failed and report.when == "call" and stack is not None:
+        sections = []
+        for service in _evidence_services(item, stack.environment.worker_services):
+            container = stack.containers.get(service)
+            if container is not None:
+                sections.append(evidence(container, stack.environment.secrets, lines=30))
+        if sections:
+            report.sections.append(("deploycheck evidence", "\n\n".join(sections)))
+    return report
