@@ -17,6 +17,7 @@ from types import FrameType
 
 import pytest
 
+from fixtures.stack import Stack
 from plugins import github, reporting, rollback
 from plugins.commands import Compose
 from plugins.containers import client_for, evidence
@@ -271,7 +272,7 @@ def pytest_runtest_makereport(
     """A failed check carries the state and last log lines of the services it is about (secrets masked)."""
     report = yield
     stack = getattr(item, "funcargs", {}).get("stack")
-    if report.failed and report.when == "call" and stack is not None:
+    if report.failed and report.when == "call" and isinstance(stack, Stack):
         sections = []
         for service in _evidence_services(item, stack.environment.worker_services):
             container = stack.containers.get(service)

@@ -24,31 +24,67 @@ def environment_rows(record: RunRecord) -> dict[str, str]:
     }
 
 
-def stage_timeline_html(record: RunRecord) -> str:
-    """Stages as rows with an inline SVG bar each, placed on one time axis (no external assets)."""
+def stage_table_html(record: RunRecord) -> str:
+    """Stages with outcome, duration and reason."""
     if not record.stages:
         return "<p>No deployment stage ran.</p>"
-    origin = min(stage.started_at for stage in record.stages)
-    end = max(stage.started_at + stage.seconds for stage in record.stages)
-    span = max(end - origin, 0.001)
-    width = 300
-    rows = []
-    for stage in record.stages:
-        x = (stage.started_at - origin) / span * width
-        w = max(stage.seconds / span * width, 1.5)
-        colour = OUTCOME_COLOURS.get(stage.outcome, "#616161")
-        bar = (
-            f'<svg width="{width}" height="12" role="img" aria-label="{html.escape(stage.name)} {stage.seconds:.1f} s">'
-            f'<rect x="{x:.1f}" y="1" width="{w:.1f}" height="10" fill="{colour}"/></svg>'
-        )
-        rows.append(
-            f'<tr><td>{html.escape(stage.name)}</td><td style="color:{colour}">{stage.outcome}</td>'
-            f"<td>{stage.seconds:.2f} s</td><td>{bar}</td><td>{html.escape(stage.reason)}</td></tr>"
-        )
+    rows = "".join(
+        f'<tr><td>{html.escape(s.name)}</td><td style="color:{OUTCOME_COLOURS.get(s.outcome, "#616161")}">'
+        f"{s.outcome}</td><td>{s.seconds:.2f} s</td><td>{html.escape(s.reason)}</td></tr>"
+        for s in record.stages
+    )
     return (
         '<table id="deploycheck-stages"><thead><tr><th>Stage</th><th>Outcome</th><th>Duration</th>'
-        "<th>Timeline</th><th>Reason</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+        f"<th>Reason</th></tr></thead><tbody>{rows}</tbody></table>"
     )
+
+
+def timeline_svg(record: RunRecord) -> str:
+    """The run as one inline SVG on a shared time axis: a row per stage, a row per check module, the rollback."""
+    rows: list[tuple[str, str, list[tuple[float, float, str, str]]]] = []  # (css class, label, bars)
+    for stage in record.stages:
+        rows.append(("stage", stage.name, [(stage.started_at, stage.seconds, stage.outcome, stage.reason)]))
+    modules: dict[str, list[tuple[float, float, str, str]]] = {}
+    for check in record.checks:
+        module = check.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+        modules.setdefault(module, []).append((check.started_at, check.seconds, check.outcome, check.nodeid))
+    rows += [("check", module, bars) for module, bars in modules.items()]
+    if record.rollback.performed:
+        rollback = record.rollback
+        rows.append(("rollback", "rollback", [(rollback.started_at, rollback.seconds, rollback.outcome, "rollback")]))
+    if not rows:
+        return ""
+    origin = min(bar[0] for _, _, bars in rows for bar in bars)
+    end = max(bar[0] + bar[1] for _, _, bars in rows for bar in bars)
+    span = max(end - origin, 0.001)
+    label_width, plot_width, row_height = 120, 640, 18
+    height = row_height * len(rows) + 24
+    parts = [
+        f'<svg id="deploycheck-timeline" xmlns="http://www.w3.org/2000/svg" width="{label_width + plot_width + 10}" '
+        f'height="{height}" role="img" aria-label="timeline of stages, checks and rollback" '
+        'style="font:11px sans-serif">'
+    ]
+    for index, (kind, label, bars) in enumerate(rows):
+        y = index * row_height
+        parts.append(f'<g class="{kind}"><text x="0" y="{y + 12}">{html.escape(label)}</text>')
+        for started, seconds, outcome, title in bars:
+            x = label_width + (started - origin) / span * plot_width
+            width = max(seconds / span * plot_width, 1.5)
+            colour = OUTCOME_COLOURS.get(outcome, "#616161")
+            parts.append(
+                f'<rect x="{x:.1f}" y="{y + 3}" width="{width:.1f}" height="{row_height - 6}" fill="{colour}">'
+                f"<title>{html.escape(title)}: {outcome}, {seconds:.2f} s</title></rect>"
+            )
+        parts.append("</g>")
+    axis_y = len(rows) * row_height + 4
+    parts.append(
+        f'<line x1="{label_width}" y1="{axis_y}" x2="{label_width + plot_width}" y2="{axis_y}" stroke="#999"/>'
+    )
+    for tick in range(5):
+        x = label_width + tick / 4 * plot_width
+        parts.append(f'<text x="{x:.1f}" y="{axis_y + 14}" text-anchor="middle">{span * tick / 4:.1f} s</text>')
+    parts.append("</svg>")
+    return "".join(parts)
 
 
 def rollback_html(record: RunRecord) -> str:
@@ -77,8 +113,10 @@ def summary_html(record: RunRecord) -> list[str]:
         banner,
         f'<h2>Deployment <span id="deploycheck-outcome" style="color:{OUTCOME_COLOURS[outcome]}">{outcome}</span>'
         f"{html.escape(reason)}</h2>",
+        "<h3>Timeline</h3>",
+        timeline_svg(record),
         "<h3>Stages</h3>",
-        stage_timeline_html(record),
+        stage_table_html(record),
         rollback_html(record),
     ]
 

