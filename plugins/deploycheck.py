@@ -18,7 +18,7 @@ from types import FrameType
 import pytest
 
 from fixtures.stack import Stack
-from plugins import github, reporting, rollback
+from plugins import github, history, reporting, rollback
 from plugins.commands import Compose
 from plugins.containers import client_for, evidence
 from plugins.environment import DEFAULT_FILE, ConfigError, Environment, load
@@ -53,6 +53,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("deploycheck_environment", "the environment used when --deploy is not given", default="local")
     parser.addini("deploycheck_summary", "the JSON summary path", default="reports/summary.json")
+    parser.addini("deploycheck_history_keep", "how many runs reports/history keeps", type="int", default=20)
 
 
 def _release(config: pytest.Config) -> str:
@@ -112,6 +113,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     _update_metadata(config)
+    config.pluginmanager.register(HistoryKeeper(), "deploycheck-history")
 
 
 def _update_metadata(config: pytest.Config) -> None:
@@ -215,8 +217,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         say(config, f"[deploycheck] rollback: {record.rollback.outcome} in {record.rollback.seconds:.1f} s")
     record.finished_at = time.time()
     _update_metadata(config)
-    summary_path = Path(config.getoption("summary_json") or config.rootpath / config.getini("deploycheck_summary"))
-    reporting.write_summary_json(record, summary_path)
+    reporting.write_summary_json(record, _summary_path(config))
     if github.is_github_actions():
         github.write_job_summary(record)
     if record.rollback.outcome == "failed":
@@ -224,6 +225,30 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     elif record.failed and session.exitstatus == pytest.ExitCode.OK:
         # A failed stage skips every check; the run must still end red.
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _summary_path(config: pytest.Config) -> Path:
+    return Path(config.getoption("summary_json") or config.rootpath / config.getini("deploycheck_summary"))
+
+
+class HistoryKeeper:
+    """After every report is written (pytest-html and JUnit write theirs at session end too), keep a copy."""
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, None, None]:
+        yield
+        config = session.config
+        if RUN_RECORD not in config.stash or config.option.collectonly:
+            return
+        summary = _summary_path(config)
+        files = [Path(p) for p in (config.option.htmlpath, config.option.xmlpath) if p]
+        folder = history.keep_run(
+            summary.parent / "history",
+            config.stash[RUN_RECORD].summary(),
+            [*files, summary],
+            int(config.getini("deploycheck_history_keep")),
+        )
+        say(config, f"[deploycheck] reports kept in {folder}")
 
 
 def pytest_html_results_summary(

@@ -129,6 +129,26 @@ def test_secret_values_do_not_reach_the_summary(suite: pytest.Pytester, monkeypa
     monkeypatch.setenv("FAIL_STAGE", "first")
     result = suite.runpytest("--deploy=prod", "-p", "no:cacheprovider")
     assert result.ret == 1
-    for path in Path(suite.path / "reports").rglob("*"):
+    for path in (p for p in Path(suite.path / "reports").rglob("*") if p.is_file()):
         assert "MARKER-d6f1c0ffee" not in path.read_text(errors="replace"), path
     assert "MARKER-d6f1c0ffee" not in result.stdout.str()
+
+
+def test_history_keeps_the_last_runs_with_an_index(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    outcomes = []
+    for fail in ("", "second", ""):
+        monkeypatch.setenv("FAIL_STAGE", fail)
+        outcomes.append(
+            suite.runpytest("--deploy=local", "-p", "no:cacheprovider", "-o", "deploycheck_history_keep=2").ret
+        )
+    assert outcomes == [0, 1, 0]
+    history = suite.path / "reports" / "history"
+    runs = sorted(p.name for p in history.iterdir() if p.is_dir())
+    assert len(runs) == 2, runs
+    assert all("-local-" in run for run in runs)
+    assert json.loads((history / runs[0] / "summary.json").read_text())["outcome"] == "failed"
+    assert (history / runs[1] / "summary.json").is_file()
+    index = (history / "index.html").read_text()
+    assert index.count("<tr><td><a href=") == 2 and 'id="deploycheck-durations"' in index
+    table = index.split('id="deploycheck-runs"', 1)[1]
+    assert table.index(runs[1]) < table.index(runs[0]), "newest run first"
