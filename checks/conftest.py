@@ -10,6 +10,7 @@ import requests
 
 from fixtures.stack import Stack
 from plugins.deploycheck import ENVIRONMENT
+from plugins.environment import Environment
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -25,8 +26,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-def http() -> Iterator[requests.Session]:
+def http(environment: Environment) -> Iterator[requests.Session]:
+    """HTTP with the API token the environment names (the API refuses writes without it)."""
     with requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {environment.api_token.reveal()}"
         yield session
 
 

@@ -73,3 +73,12 @@ def test_write_then_read_lands_in_citus(
 def test_order_for_an_unknown_store_is_404(http: requests.Session, base_url: str) -> None:
     response = http.post(f"{base_url}/stores/987654321/orders", json={"item": "x", "amount_cents": 1}, timeout=TIMEOUT)
     assert response.status_code == 404, response.text
+
+
+def test_write_without_the_api_token_is_refused(base_url: str) -> None:
+    response = requests.post(f"{base_url}/stores", json={"name": "no token"}, timeout=TIMEOUT)
+    assert response.status_code == 401, response.text
+    wrong = requests.post(
+        f"{base_url}/stores", json={"name": "wrong"}, headers={"Authorization": "Bearer wrong"}, timeout=TIMEOUT
+    )
+    assert wrong.status_code == 401, wrong.text

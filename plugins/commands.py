@@ -156,6 +156,6 @@ def compose_for(environment: Environment, citus_image: str, release: str, images
         # The workers file right after the base file, so later files (overrides) can change a worker too.
         files=(base, workers_file, *environment.compose_files[1:]),
         variables=variables,
-        secret_variables={"DB_PASSWORD": environment.db_password},
+        secret_variables={"DB_PASSWORD": environment.db_password, "API_TOKEN": environment.api_token},
         docker_host=environment.docker_host,
     )

@@ -57,13 +57,14 @@ class Environment:
     db_name: str
     db_user: str
     db_password: Secret = field(repr=False)
+    api_token: Secret = field(repr=False)
     citus_image: str
     purge_volumes_on_rollback: bool
     state_dir: Path
 
     @property
     def secrets(self) -> list[Secret]:
-        return [self.db_password]
+        return [self.db_password, self.api_token]
 
     @property
     def worker_services(self) -> list[str]:
@@ -97,7 +98,7 @@ _SUBKEYS: dict[str, dict[str, type]] = {
     "ports": {"coordinator": int, "api": int, "proxy": int},
     "timeouts": {"stage": float, "check": float},
     "database": {"name": str, "user": str},
-    "secrets": {"db_password": str},
+    "secrets": {"db_password": str, "api_token": str},
     "rollback": {"purge_volumes": bool},
 }
 
@@ -131,6 +132,31 @@ def read_file(path: Path) -> dict[str, Any]:
 
 def environment_names(data: dict[str, Any]) -> list[str]:
     return list(data.get("environments", {}))
+
+
+_SECRET_WORDS = {"db_password": "the database password", "api_token": "the API token"}
+
+
+def _secrets(where: str, environment: str, names: dict[str, str], generate: bool, state_dir: Path) -> dict[str, Secret]:
+    """Secrets from the environment variables the file names; generated once only where the file allows.
+
+    Everything is checked before anything is generated, so a rejected file writes nothing.
+    """
+    found: dict[str, Secret | None] = {}
+    for key, variable in names.items():
+        if not re.match(r"^[A-Z_][A-Z0-9_]*$", variable):
+            raise ConfigError(
+                f"{where}: secrets.{key} must name an environment variable (like DEPLOYCHECK_{key.upper()}), not hold a value."
+            )
+        found[key] = secret_store.from_environment(variable)
+        if found[key] is None and not generate:
+            raise ConfigError(
+                f"environment '{environment}' needs {_SECRET_WORDS[key]} in ${variable}: export it and run again."
+            )
+    return {
+        key: secret if secret is not None else secret_store.generated(names[key], state_dir / key)
+        for key, secret in found.items()
+    }
 
 
 def load(path: Path, name: str, project_root: Path) -> Environment:
@@ -190,18 +216,7 @@ def load(path: Path, name: str, project_root: Path) -> Environment:
         raise ConfigError(f"{where}: migrations_dir {migrations_dir} is not a folder; correct it.")
 
     state_dir = project_root / ".deploycheck" / name
-    variable = raw["secrets"]["db_password"]
-    if not re.match(r"^[A-Z_][A-Z0-9_]*$", variable):
-        raise ConfigError(
-            f"{where}: secrets.db_password must name an environment variable (like DEPLOYCHECK_DB_PASSWORD), not hold a value."
-        )
-    password = secret_store.from_environment(variable)
-    if password is None:
-        if not raw.get("generate_missing_secrets", False):
-            raise ConfigError(
-                f"environment '{name}' needs the database password in ${variable}: export it and run again."
-            )
-        password = secret_store.generated(variable, state_dir / "db_password")
+    secrets = _secrets(where, name, raw["secrets"], raw.get("generate_missing_secrets", False), state_dir)
 
     return Environment(
         name=name,
@@ -215,7 +230,8 @@ def load(path: Path, name: str, project_root: Path) -> Environment:
         timeouts=timeouts,
         db_name=raw["database"]["name"],
         db_user=raw["database"]["user"],
-        db_password=password,
+        db_password=secrets["db_password"],
+        api_token=secrets["api_token"],
         citus_image=raw["citus_image"],
         purge_volumes_on_rollback=raw["rollback"]["purge_volumes"],
         state_dir=state_dir,

@@ -18,8 +18,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT_LABEL = "com.docker.compose.project"
-# A marker password: end-to-end tests assert it never reaches a report or the output.
+# Marker secrets: end-to-end tests assert they never reach a report, a captured log or the output.
 SECRET_MARKER = "e2e-MARKER-5ecret-7f3a9c"
+TOKEN_MARKER = "e2e-MARKER-t0ken-4b81d2"
 
 
 def free_ports(count: int) -> list[int]:
@@ -68,7 +69,7 @@ class Deploy:
                 timeouts = {{ stage = {stage_timeout}, check = 10 }}
                 rollback = {{ purge_volumes = false }}
                 ports = {{ coordinator = {coordinator}, api = {api}, proxy = {proxy} }}
-                secrets = {{ db_password = "DEPLOYCHECK_E2E_DB_PASSWORD" }}
+                secrets = {{ db_password = "DEPLOYCHECK_E2E_DB_PASSWORD", api_token = "DEPLOYCHECK_E2E_API_TOKEN" }}
                 """
             )
         )
@@ -90,7 +91,12 @@ class Deploy:
         )
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "DEPLOYCHECK_E2E_DB_PASSWORD": SECRET_MARKER, "PYTHONUNBUFFERED": "1"}
+        return {
+            **os.environ,
+            "DEPLOYCHECK_E2E_DB_PASSWORD": SECRET_MARKER,
+            "DEPLOYCHECK_E2E_API_TOKEN": TOKEN_MARKER,
+            "PYTHONUNBUFFERED": "1",
+        }
 
     def argv(self, *args: str) -> list[str]:
         self.reports.mkdir(exist_ok=True)
@@ -120,10 +126,11 @@ class Deploy:
         return sorted(v.name for v in client.volumes.list(filters={"label": f"{PROJECT_LABEL}={self.project}"}))
 
     def assert_no_secret_leaked(self, result: subprocess.CompletedProcess[str]) -> None:
-        assert SECRET_MARKER not in result.stdout and SECRET_MARKER not in result.stderr
-        for path in self.reports.rglob("*"):
-            if path.is_file():
-                assert SECRET_MARKER not in path.read_text(errors="replace"), f"the secret leaked into {path}"
+        for marker in (SECRET_MARKER, TOKEN_MARKER):
+            assert marker not in result.stdout and marker not in result.stderr
+            for path in self.reports.rglob("*"):
+                if path.is_file():
+                    assert marker not in path.read_text(errors="replace"), f"a secret leaked into {path}"
 
 
 def remove_project(project: str) -> None:

@@ -21,13 +21,13 @@ rollback = { purge_volumes = false }
 [environments.local]
 compose_project = "unit-local"
 ports = { coordinator = 15432, api = 18000, proxy = 18080 }
-secrets = { db_password = "UNIT_DB_PASSWORD" }
+secrets = { db_password = "UNIT_DB_PASSWORD", api_token = "UNIT_API_TOKEN" }
 generate_missing_secrets = true
 
 [environments.prod]
 compose_project = "unit-prod"
 ports = { coordinator = 5432, api = 8000, proxy = 8080 }
-secrets = { db_password = "UNIT_PROD_DB_PASSWORD" }
+secrets = { db_password = "UNIT_PROD_DB_PASSWORD", api_token = "UNIT_PROD_API_TOKEN" }
 """
 
 

@@ -15,12 +15,15 @@ from tests.unit.conftest import VALID_ENVIRONMENTS, make_project
 
 def test_valid_environment_loads_with_defaults_merged(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UNIT_PROD_DB_PASSWORD", "s3cret-value")
+    monkeypatch.setenv("UNIT_PROD_API_TOKEN", "t0ken-value")
     environment = load(project / "environments.toml", "prod", project)
     assert environment.compose_project == "unit-prod"
     assert environment.expected_workers == 2
     assert environment.worker_services == ["worker-1", "worker-2"]
     assert environment.ports.proxy == 8080
     assert environment.db_password.reveal() == "s3cret-value"
+    assert environment.api_token.reveal() == "t0ken-value"
+    assert "s3cret" not in repr(environment) and "t0ken" not in repr(environment)
     assert environment.compose_files == ((project / "compose.yaml").resolve(),)
     with pytest.raises(dataclasses.FrozenInstanceError):
         environment.name = "other"  # type: ignore[misc]
@@ -35,15 +38,22 @@ def test_missing_secret_names_the_variable(project: Path, monkeypatch: pytest.Mo
     monkeypatch.delenv("UNIT_PROD_DB_PASSWORD", raising=False)
     with pytest.raises(ConfigError, match=r"needs the database password in \$UNIT_PROD_DB_PASSWORD: export it"):
         load(project / "environments.toml", "prod", project)
+    monkeypatch.setenv("UNIT_PROD_DB_PASSWORD", "set")
+    monkeypatch.delenv("UNIT_PROD_API_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match=r"needs the API token in \$UNIT_PROD_API_TOKEN: export it"):
+        load(project / "environments.toml", "prod", project)
 
 
 def test_generated_secret_is_kept_private_and_stable(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("UNIT_DB_PASSWORD", raising=False)
+    monkeypatch.delenv("UNIT_API_TOKEN", raising=False)
     first = load(project / "environments.toml", "local", project)
     second = load(project / "environments.toml", "local", project)
     assert first.db_password == second.db_password and len(first.db_password.reveal()) >= 24
-    store = project / ".deploycheck" / "local" / "db_password"
-    assert stat.S_IMODE(store.stat().st_mode) == 0o600
+    assert first.api_token == second.api_token and first.api_token != first.db_password
+    for name in ("db_password", "api_token"):
+        store = project / ".deploycheck" / "local" / name
+        assert stat.S_IMODE(store.stat().st_mode) == 0o600
 
 
 @pytest.mark.parametrize(
@@ -55,6 +65,7 @@ def test_generated_secret_is_kept_private_and_stable(project: Path, monkeypatch:
         (("api = 18000", "api = 15432"), "must be three different ports"),
         (("api = 18000", "api = 70000"), "ports.api must be between 1 and 65535"),
         (('"UNIT_DB_PASSWORD"', '"hunter2 is my password"'), "must name an environment variable"),
+        (('"UNIT_API_TOKEN"', '"tok en"'), "secrets.api_token must name an environment variable"),
         (('compose_project = "unit-local"', 'compose_project = "Unit Local"'), "must be lowercase letters"),
         (('["compose.yaml"]', '["missing.yaml"]'), "missing.yaml does not exist"),
         (("timeouts = { stage = 30, check = 5 }", "timeouts = { stage = 30 }"), "'timeouts.check' is not set"),

@@ -126,12 +126,14 @@ def test_rollback_decision(record: RunRecord, verify_only: bool, keep_failed: bo
 
 def test_secret_values_do_not_reach_the_summary(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UNIT_PROD_DB_PASSWORD", "MARKER-d6f1c0ffee")
+    monkeypatch.setenv("UNIT_PROD_API_TOKEN", "MARKER-t0ken-77aa")
     monkeypatch.setenv("FAIL_STAGE", "first")
     result = suite.runpytest("--deploy=prod", "-p", "no:cacheprovider")
     assert result.ret == 1
     for path in (p for p in Path(suite.path / "reports").rglob("*") if p.is_file()):
-        assert "MARKER-d6f1c0ffee" not in path.read_text(errors="replace"), path
-    assert "MARKER-d6f1c0ffee" not in result.stdout.str()
+        text = path.read_text(errors="replace")
+        assert "MARKER-d6f1c0ffee" not in text and "MARKER-t0ken-77aa" not in text, path
+    assert "MARKER-d6f1c0ffee" not in result.stdout.str() and "MARKER-t0ken-77aa" not in result.stdout.str()
 
 
 def test_history_keeps_the_last_runs_with_an_index(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:

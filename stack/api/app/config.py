@@ -43,6 +43,7 @@ class Settings:
     db_name: str
     db_user: str
     db_password: Secret
+    api_token: Secret  # required as a Bearer token on writes when set
     release: str | None
     expected_workers: int | None
     pool_max: int
@@ -96,6 +97,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         db_name=e.get("DB_NAME", "").strip() or "postgres",
         db_user=e.get("DB_USER", "").strip() or "postgres",
         db_password=_password(e),
+        api_token=Secret(e.get("API_TOKEN", "")),
         release=e.get("RELEASE", "").strip() or None,
         expected_workers=_int(e, "EXPECTED_WORKERS", None, 0),
         pool_max=pool_max,

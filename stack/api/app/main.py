@@ -12,7 +12,9 @@ import sys
 from typing import Any
 
 import psycopg
-from fastapi import FastAPI, HTTPException, Request
+import hmac
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from . import config
@@ -145,7 +147,24 @@ def version() -> dict[str, str | None]:
 
 
 # -- domain ----------------------------------------------------------------------------------
-@app.post("/stores", status_code=201, response_model=Store, responses=DB_ERRORS, tags=["stores"])
+def require_token(authorization: str | None = Header(default=None)) -> None:
+    """Writes need `Authorization: Bearer <API_TOKEN>` when a token is configured."""
+    token = settings.api_token.reveal()
+    if not token:
+        return
+    given = (authorization or "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(status_code=401, detail="missing or wrong API token", headers={"WWW-Authenticate": "Bearer"})
+
+
+@app.post(
+    "/stores",
+    status_code=201,
+    response_model=Store,
+    responses=DB_ERRORS,
+    tags=["stores"],
+    dependencies=[Depends(require_token)],
+)
 def create_store(body: StoreIn) -> Store:
     with db.connection() as conn:
         row = conn.execute("INSERT INTO stores(name) VALUES (%s) RETURNING id, name", (body.name,)).fetchone()
@@ -173,6 +192,7 @@ def _store_exists(conn: "psycopg.Connection[Any]", store_id: int) -> bool:
     response_model=Order,
     responses={**NOT_FOUND, **DB_ERRORS},
     tags=["orders"],
+    dependencies=[Depends(require_token)],
 )
 def create_order(store_id: int, body: OrderIn) -> Order:
     _check_id(store_id)
