@@ -79,9 +79,15 @@ class Deploy:
         path.write_text(textwrap.dedent(content))
         return str(path)
 
-    def run(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, timeout: float = 900, **extra_env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            self.argv(*args), cwd=ROOT, env=self.env(), capture_output=True, text=True, timeout=timeout, check=False
+            self.argv(*args),
+            cwd=ROOT,
+            env={**self.env(), **extra_env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     def start(self, *args: str) -> subprocess.Popen[str]:

@@ -4,9 +4,11 @@ each caught by the right stage and rolled back."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from pathlib import Path
 
+import docker
 import pytest
 
 from tests.e2e.conftest import Deploy, build_broken_ready_api
@@ -47,6 +49,21 @@ def test_clean_deploy_passes_every_check_then_verify_only_changes_nothing(deploy
     assert smoke.returncode == 0, smoke.stdout[-5000:]
     assert 0 < deploy.summary()["checks"]["passed"] < verified["checks"]["passed"]
 
+    # A worker dies after the deploy: verification fails with reasons and evidence, under GitHub Actions.
+    docker.from_env().containers.get(before["worker-2"]).stop(timeout=5)
+    step_summary = deploy.directory / "step-summary.md"
+    broken = deploy.run("--verify-only", GITHUB_ACTIONS="true", GITHUB_STEP_SUMMARY=str(step_summary))
+    assert broken.returncode == 1, broken.stdout[-5000:]
+    failed = deploy.summary()["failed_checks"]
+    assert any("worker-2" in check["reason"] for check in failed), failed
+    assert deploy.summary()["rollback"]["performed"] is False
+    report = (deploy.reports / "report.html").read_text()
+    assert "deploycheck evidence" in report and "worker-2-1: status exited" in report
+    assert "| Failed check | Reason |" in step_summary.read_text()
+    annotations = [line for line in broken.stdout.splitlines() if line.startswith("::error ")]
+    assert 0 < len(annotations) <= 10
+    deploy.assert_no_secret_leaked(broken)
+
 
 def test_verify_only_without_a_running_stack_fails_in_preflight(deploy: Deploy) -> None:
     result = deploy.run("--verify-only")
@@ -58,7 +75,11 @@ def test_verify_only_without_a_running_stack_fails_in_preflight(deploy: Deploy) 
     assert deploy.containers() == {}
 
 
-def _assert_caught_and_rolled_back(deploy: Deploy, result_stdout: str, stage: str, reason: str) -> None:
+def _assert_caught_and_rolled_back(
+    deploy: Deploy, result: subprocess.CompletedProcess[str], stage: str, reason: str
+) -> None:
+    """The right stage failed with the reason, everything after it was skipped, the rollback removed the
+    containers and kept the data, the reports explain it, and no secret leaked anywhere."""
     summary = deploy.summary()
     assert summary["outcome"] == "failed"
     failed = [s for s in summary["stages"] if s["outcome"] == "failed"]
@@ -73,7 +94,8 @@ def _assert_caught_and_rolled_back(deploy: Deploy, result_stdout: str, stage: st
     assert reason in report and "deploycheck-rollback" in report
     junit = (deploy.reports / "junit.xml").read_text()
     assert f"test_stage[{stage}]" in junit and reason in junit
-    assert f"stage {stage}: FAILED" in result_stdout
+    assert f"stage {stage}: FAILED" in result.stdout
+    deploy.assert_no_secret_leaked(result)
 
 
 def test_worker_that_never_becomes_healthy_fails_the_database_stage(deploy: Deploy) -> None:
@@ -92,8 +114,7 @@ def test_worker_that_never_becomes_healthy_fails_the_database_stage(deploy: Depl
     deploy.write_environment(overrides=[sick], stage_timeout=25)
     result = deploy.run()
     assert result.returncode == 1, result.stdout[-5000:]
-    _assert_caught_and_rolled_back(deploy, result.stdout, "database", "worker-2 did not become healthy within 25 s")
-    deploy.assert_no_secret_leaked(result)
+    _assert_caught_and_rolled_back(deploy, result, "database", "worker-2 did not become healthy within 25 s")
 
 
 def test_nginx_upstream_on_the_wrong_port_fails_the_proxy_stage(deploy: Deploy) -> None:
@@ -109,7 +130,7 @@ def test_nginx_upstream_on_the_wrong_port_fails_the_proxy_stage(deploy: Deploy) 
     deploy.write_environment(overrides=[wrong_port], stage_timeout=20)
     result = deploy.run()
     assert result.returncode == 1, result.stdout[-5000:]
-    _assert_caught_and_rolled_back(deploy, result.stdout, "proxy", "/ready did not answer 200 within 20 s (last: 502")
+    _assert_caught_and_rolled_back(deploy, result, "proxy", "/ready did not answer 200 within 20 s (last: 502")
 
 
 def test_api_release_whose_ready_fails_fails_the_api_stage(deploy: Deploy, tmp_path: Path) -> None:
@@ -125,7 +146,7 @@ def test_api_release_whose_ready_fails_fails_the_api_stage(deploy: Deploy, tmp_p
     deploy.write_environment(overrides=[broken], stage_timeout=20)
     result = deploy.run()
     assert result.returncode == 1, result.stdout[-5000:]
-    _assert_caught_and_rolled_back(deploy, result.stdout, "api", "release broken on purpose")
+    _assert_caught_and_rolled_back(deploy, result, "api", "release broken on purpose")
 
 
 def test_sigterm_during_the_database_stage_rolls_back(deploy: Deploy) -> None:
