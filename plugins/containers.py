@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import docker
 import docker.errors
+import requests
 from docker.models.containers import Container
 
 from plugins.secrets import Secret, mask_text
@@ -146,3 +147,36 @@ def wait_healthy(
         if on_poll is not None:
             on_poll()
         time.sleep(POLL_SECONDS)
+
+
+def wait_http_ok(
+    url: str,
+    deadline_seconds: float,
+    client: docker.DockerClient,
+    project: str,
+    service: str,
+    secrets: Iterable[Secret] = (),
+) -> None:
+    """GET ``url`` until it answers 200; fail at once if the service's container exits or restarts."""
+    secrets = list(secrets)
+    deadline = time.monotonic() + deadline_seconds
+    container = project_containers(client, project)[service]
+    restarts = State.of(container).restarts
+    last = "no answer yet"
+    while True:
+        container.reload()
+        state = State.of(container)
+        if state.status in ("exited", "dead") or state.restarts > restarts:
+            raise WaitFailed(f"{service} stopped while waiting for {url}", evidence(container, secrets))
+        try:
+            response = requests.get(url, timeout=5)
+            if response.status_code == 200:
+                return
+            last = f"{response.status_code} {response.text[:300]}"
+        except requests.RequestException as error:
+            last = type(error).__name__
+        if time.monotonic() > deadline:
+            raise WaitFailed(
+                f"{url} did not answer 200 within {deadline_seconds:.0f} s (last: {last})", evidence(container, secrets)
+            )
+        time.sleep(POLL_SECONDS * 2)

@@ -18,10 +18,11 @@ from types import FrameType
 import pytest
 
 from fixtures.stack import Stack
-from plugins import github, history, reporting, rollback
+from plugins import github, history, lock, reporting, rollback
 from plugins.commands import Compose
 from plugins.containers import client_for, evidence
 from plugins.environment import DEFAULT_FILE, ConfigError, Environment, load
+from plugins.ledger import Ledger
 from plugins.record import RUN_RECORD, CheckRecord, RunRecord
 from plugins.stages import say
 
@@ -202,19 +203,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     )
     if decision.action != "none" or record.failed:
         say(config, f"[deploycheck] rollback: {decision.why}")
-    previous_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C must not cut the rollback short
+    # A second Ctrl+C or SIGTERM must not cut the rollback short.
+    handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         rollback.perform(
-            decision,
-            record,
-            config.stash.get(COMPOSE, None),
-            lambda: client_for(environment.docker_host),
-            environment.purge_volumes_on_rollback,
+            decision, record, environment, config.stash.get(COMPOSE, None), lambda: client_for(environment.docker_host)
         )
+        if record.in_ledger:
+            passed = record.outcome == "passed" and record.mode == "deploy"
+            outcome = "passed" if passed else "interrupted" if record.interrupted else "failed"
+            Ledger(environment.ledger_file).finish(record.release, outcome, record.migrations_applied, passed)
     finally:
-        signal.signal(signal.SIGINT, previous_handler)
+        if record.holds_lock:
+            lock.release(environment.lock_file)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     if record.rollback.performed:
         say(config, f"[deploycheck] rollback: {record.rollback.outcome} in {record.rollback.seconds:.1f} s")
+        for action in record.rollback.actions:
+            say(config, f"[deploycheck]   {action}")
     record.finished_at = time.time()
     _update_metadata(config)
     reporting.write_summary_json(record, _summary_path(config))

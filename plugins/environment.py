@@ -71,6 +71,14 @@ class Environment:
         return [f"worker-{index}" for index in range(1, self.expected_workers + 1)]
 
     @property
+    def lock_file(self) -> Path:
+        return self.state_dir / "deploy.lock"
+
+    @property
+    def ledger_file(self) -> Path:
+        return self.state_dir / "ledger.json"
+
+    @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.api}"
 

@@ -67,6 +67,10 @@ class RunRecord:
     rollback: RollbackRecord = field(default_factory=RollbackRecord)
     stack_existed_before: bool = False
     deployed_anything: bool = False
+    previous_release: str | None = None  # the ledger's current release when this run started
+    in_ledger: bool = False  # this run's release was entered in the ledger (by the images stage)
+    holds_lock: bool = False
+    migrations_applied: list[str] = field(default_factory=list)
 
     @property
     def failed_stage(self) -> StageRecord | None:
@@ -98,6 +102,8 @@ class RunRecord:
             "citus_is_standin": self.citus_is_standin,
             "citus_version": self.citus_version,
             "compose_project": self.compose_project,
+            "previous_release": self.previous_release,
+            "migrations_applied": self.migrations_applied,
             "outcome": self.outcome,
             "interrupted": self.interrupted,
             "started_at": self.started_at,

@@ -1,4 +1,11 @@
-"""The rollback decision and action (first version: undo this run's deploy; the data volumes are kept)."""
+"""The rollback decision and action.
+
+- A failed deploy onto a stack whose previous release is in the ledger brings that release back (its images,
+  its configuration) for the whole stack, then verifies it: every container healthy, /ready answering 200
+  directly and through Nginx, and /version naming the restored release.
+- A failed first deploy has its containers removed; its data volumes are kept unless the environment purges.
+- The database is not restored yet: a release that changed it leaves its migrations applied (the report says).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +15,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 import docker
+import requests
 
-from plugins.commands import CommandFailed, Compose
-from plugins.containers import project_containers
+from plugins.commands import CommandFailed, Compose, compose_for
+from plugins.containers import WaitFailed, project_containers, wait_healthy, wait_http_ok
+from plugins.environment import Environment
+from plugins.ledger import Ledger
 from plugins.record import RunRecord
 
-Action = Literal["none", "remove", "keep", "leave"]
+Action = Literal["none", "remove", "restore", "keep", "leave"]
 
 
 @dataclass(frozen=True)
@@ -32,27 +42,83 @@ def decide(record: RunRecord, *, verify_only: bool, keep_failed: bool) -> Decisi
         return Decision("none", "not needed: the run failed before it changed anything")
     if keep_failed:
         return Decision("keep", "skipped: --keep-failed keeps the failed stack for debugging")
+    previous = record.previous_release
+    if previous is not None and previous != record.release:
+        return Decision("restore", f"restoring the previous release {previous}")
     if record.stack_existed_before:
-        # Restoring the previous release needs the release ledger; until then, do not take down what ran.
         return Decision(
             "leave",
-            "not performed: the stack was running before this deploy, and restoring a previous release is not available yet",
+            "not performed: the stack was running before this deploy and no other good release is in the ledger",
         )
     return Decision("remove", "removing this first deploy's containers; its data volumes are kept")
+
+
+class RollbackFailed(Exception):
+    pass
+
+
+def _remove(record: RunRecord, environment: Environment, compose: Compose | None, client: docker.DockerClient) -> None:
+    if compose is None:
+        raise RollbackFailed("no Compose handle: the images stage did not run")
+    compose.down(remove_volumes=environment.purge_volumes_on_rollback)
+    record.rollback.actions.append(
+        f"removed the containers of project {record.compose_project}"
+        + (
+            " and purged its volumes (rollback.purge_volumes)"
+            if environment.purge_volumes_on_rollback
+            else "; kept its volumes"
+        )
+    )
+    left = project_containers(client, record.compose_project)
+    if left:
+        raise RollbackFailed(f"containers still present after removal: {', '.join(sorted(left))}")
+
+
+def _restore(record: RunRecord, environment: Environment, client: docker.DockerClient) -> None:
+    """The previous release's images and configuration for the whole stack, then verified."""
+    release_id = record.previous_release
+    assert release_id is not None
+    previous = Ledger(environment.ledger_file).get(release_id)
+    if previous is None:
+        raise RollbackFailed(f"release {release_id} is not in the ledger {environment.ledger_file}")
+    compose = compose_for(environment, previous.citus_image, previous.id, previous.images)
+    services = ["coordinator", *environment.worker_services, "api", "nginx"]
+    compose.up(services, timeout=environment.timeouts.stage)
+    record.rollback.actions.append(f"brought release {previous.id} back: {', '.join(previous.images.values())}")
+    wait_healthy(client, environment.compose_project, services, environment.timeouts.stage, environment.secrets)
+    for url, service in ((environment.api_url, "api"), (environment.proxy_url, "nginx")):
+        wait_http_ok(
+            f"{url}/ready",
+            environment.timeouts.stage,
+            client,
+            environment.compose_project,
+            service,
+            environment.secrets,
+        )
+    served = requests.get(f"{environment.api_url}/version", timeout=10).json().get("release")
+    if served != previous.id:
+        raise RollbackFailed(f"/version says {served}, not the restored release {previous.id}")
+    record.rollback.actions.append(f"verified release {previous.id}: every container healthy, /ready 200, /version")
+    if record.migrations_applied:
+        record.rollback.actions.append(
+            "the database was NOT restored: migrations "
+            + ", ".join(record.migrations_applied)
+            + " of the failed release stay applied"
+        )
+    record.rollback.restored_release = previous.id
 
 
 def perform(
     decision: Decision,
     record: RunRecord,
+    environment: Environment,
     compose: Compose | None,
     client: Callable[[], docker.DockerClient],
-    purge_volumes: bool,
 ) -> None:
     """Carry the decision out and record what was done, how long it took and whether it worked."""
     rollback = record.rollback
     rollback.outcome = decision.why
-    if decision.action != "remove":
-        rollback.performed = False
+    if decision.action not in ("remove", "restore"):
         if decision.action == "keep":
             rollback.actions.append(f"kept the failed stack of project {record.compose_project} running")
         return
@@ -60,19 +126,21 @@ def perform(
     rollback.started_at = time.time()
     start = time.monotonic()
     try:
-        if compose is None:
-            raise RuntimeError("no Compose handle: the images stage did not run")
-        compose.down(remove_volumes=purge_volumes)
-        rollback.actions.append(
-            f"removed the containers of project {record.compose_project}"
-            + (" and purged its volumes (rollback.purge_volumes)" if purge_volumes else "; kept its volumes")
-        )
-        left = project_containers(client(), record.compose_project)
-        if left:
-            raise RuntimeError(f"containers still present after removal: {', '.join(sorted(left))}")
+        if decision.action == "restore":
+            _restore(record, environment, client())
+        else:
+            _remove(record, environment, compose, client())
         rollback.outcome = "passed"
-    except (CommandFailed, RuntimeError, docker.errors.DockerException) as error:
+    except (
+        CommandFailed,
+        RollbackFailed,
+        WaitFailed,
+        requests.RequestException,
+        docker.errors.DockerException,
+    ) as error:
         rollback.outcome = "failed"
-        rollback.actions.append(f"rollback failed: {error}")
+        rollback.actions.append(
+            f"rollback failed: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+        )
     finally:
         rollback.seconds = time.monotonic() - start

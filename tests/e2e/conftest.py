@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import textwrap
@@ -15,6 +16,8 @@ from typing import Any
 
 import docker
 import pytest
+
+from plugins.images import API, content_tag
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT_LABEL = "com.docker.compose.project"
@@ -47,6 +50,11 @@ class Deploy:
     @property
     def env_file(self) -> Path:
         return self.directory / "environments.toml"
+
+    @property
+    def state_dir(self) -> Path:
+        """Where deploycheck keeps this environment's ledger, lock and generated files."""
+        return ROOT / ".deploycheck" / self.name
 
     @property
     def reports(self) -> Path:
@@ -158,6 +166,19 @@ def deploy(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deploy]:
     case.write_environment()
     yield case
     remove_project(case.project)
+    shutil.rmtree(case.state_dir, ignore_errors=True)
+
+
+def tag_release_images(tmp_path: Path, good: str, broken: str) -> str:
+    """Two releases of the API as `deploycheck/api-e2e:RELEASE`: the real one, and one whose /ready fails.
+
+    An override `image: deploycheck/api-e2e:${RELEASE}` then runs each release's own API image, as a
+    registry of release images would, and a rollback to `good` really brings the good image back.
+    """
+    client = docker.from_env()
+    client.images.get(content_tag(API)).tag("deploycheck/api-e2e", tag=good)
+    client.images.get(build_broken_ready_api(tmp_path)).tag("deploycheck/api-e2e", tag=broken)
+    return "deploycheck/api-e2e:${RELEASE}"
 
 
 def build_broken_ready_api(tmp_path: Path) -> str:

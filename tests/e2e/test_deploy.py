@@ -3,15 +3,18 @@ each caught by the right stage and rolled back."""
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import docker
 import pytest
+import requests
 
-from tests.e2e.conftest import Deploy, build_broken_ready_api
+from tests.e2e.conftest import TOKEN_MARKER, Deploy, build_broken_ready_api, tag_release_images
 
 pytestmark = pytest.mark.e2e
 
@@ -166,3 +169,62 @@ def test_sigterm_during_the_database_stage_rolls_back(deploy: Deploy) -> None:
     assert summary["interrupted"] is True and summary["outcome"] == "failed"
     assert summary["rollback"]["performed"] is True and summary["rollback"]["outcome"] == "passed"
     assert deploy.containers() == {}
+
+
+def test_release_b_that_fails_rolls_back_to_release_a_with_its_data(deploy: Deploy, tmp_path: Path) -> None:
+    """A deploys green; re-deploying A recreates nothing; B's API never becomes ready, so A comes back."""
+    image = tag_release_images(tmp_path, good="A", broken="B")
+    releases = deploy.override("releases.yaml", f"services:\n  api:\n    image: {image}\n")
+    deploy.write_environment(overrides=[releases], stage_timeout=20)
+
+    first = deploy.run("--release=A")
+    assert first.returncode == 0, first.stdout[-5000:]
+    containers_of_a = deploy.containers()
+    again = deploy.run("--release=A")
+    assert again.returncode == 0, again.stdout[-5000:]
+    assert deploy.containers() == containers_of_a, "re-deploying the current release must recreate nothing"
+
+    api = deploy.ports[1]
+    token = {"Authorization": f"Bearer {TOKEN_MARKER}"}
+    stores = [
+        requests.post(f"http://127.0.0.1:{api}/stores", json={"name": f"kept-{i}"}, headers=token, timeout=10).json()
+        for i in range(3)
+    ]
+    assert all("id" in store for store in stores), stores
+
+    failed = deploy.run("--release=B")
+    assert failed.returncode == 1, failed.stdout[-5000:]
+    summary = deploy.summary()
+    assert [s["name"] for s in summary["stages"] if s["outcome"] == "failed"] == ["api"]
+    assert summary["previous_release"] == "A"
+    rollback = summary["rollback"]
+    assert rollback["performed"] is True and rollback["outcome"] == "passed", rollback
+    assert rollback["restored_release"] == "A" and rollback["seconds"] > 0
+    assert requests.get(f"http://127.0.0.1:{api}/version", timeout=10).json()["release"] == "A"
+    for store in stores:
+        kept = requests.get(f"http://127.0.0.1:{api}/stores/{store['id']}", timeout=10)
+        assert kept.status_code == 200 and kept.json()["name"] == store["name"]
+    ledger = json.loads((deploy.state_dir / "ledger.json").read_text())
+    assert ledger["current"] == "A"
+    assert [(r["id"], r["outcome"]) for r in ledger["releases"]] == [("A", "passed"), ("A", "passed"), ("B", "failed")]
+    report = (deploy.reports / "report.html").read_text()
+    assert "restored release: A" in report
+    deploy.assert_no_secret_leaked(failed)
+
+
+def test_a_second_deploy_while_one_runs_is_refused_naming_the_holder(deploy: Deploy) -> None:
+    holder = subprocess.Popen(["sleep", "120"])
+    try:
+        deploy.state_dir.mkdir(parents=True, exist_ok=True)
+        (deploy.state_dir / "deploy.lock").write_text(
+            json.dumps({"host": socket.gethostname(), "pid": holder.pid, "started_at": time.time()})
+        )
+        result = deploy.run()
+        assert result.returncode == 1, result.stdout[-5000:]
+        reason = deploy.summary()["stages"][0]["reason"]
+        assert f"is being deployed by host {socket.gethostname()}, pid {holder.pid}, since " in reason
+        assert deploy.containers() == {}, "a refused deploy must start nothing"
+        assert (deploy.state_dir / "deploy.lock").exists(), "the holder's lock must stay"
+    finally:
+        holder.kill()
+        holder.wait()

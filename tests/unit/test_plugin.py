@@ -117,8 +117,32 @@ FAILED_STAGE = [StageRecord("citus", "failed", 1.0, 0.0, "worker down")]
         (_record(stages=FAILED_STAGE), False, True, "keep"),
         (_record(stages=FAILED_STAGE, deployed_anything=False), False, False, "none"),
         (_record(stages=FAILED_STAGE, stack_existed_before=True), False, False, "leave"),
+        (
+            _record(stages=FAILED_STAGE, stack_existed_before=True, previous_release="A", release="B"),
+            False,
+            False,
+            "restore",
+        ),
+        (
+            _record(stages=FAILED_STAGE, stack_existed_before=True, previous_release="B", release="B"),
+            False,
+            False,
+            "leave",
+        ),
+        (_record(interrupted=True, previous_release="A", release="B"), False, False, "restore"),
     ],
-    ids=["green", "stage-failed", "interrupted", "verify-only", "keep-failed", "nothing-deployed", "stack-existed"],
+    ids=[
+        "green",
+        "stage-failed",
+        "interrupted",
+        "verify-only",
+        "keep-failed",
+        "nothing-deployed",
+        "stack-existed",
+        "previous-release",
+        "same-release",
+        "interrupted-with-previous",
+    ],
 )
 def test_rollback_decision(record: RunRecord, verify_only: bool, keep_failed: bool, action: str) -> None:
     assert decide(record, verify_only=verify_only, keep_failed=keep_failed).action == action

@@ -1,0 +1,71 @@
+"""The release ledger of an environment: every deploy's release, its images and outcome, and which is current.
+
+It lives in ``.deploycheck/ENV/ledger.json`` and survives between runs; every write replaces the file
+atomically, so a run killed mid-write leaves the previous ledger intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Release:
+    id: str
+    started_at: float
+    images: dict[str, str]  # service -> image reference (tag), e.g. {"api": "deploycheck/api:abc123"}
+    image_ids: dict[str, str]  # service -> image id, so a release is known even if its tag moves
+    citus_image: str
+    migrations: list[str] = field(default_factory=list)
+    outcome: str = "in progress"  # in progress | passed | failed | interrupted
+    finished_at: float = 0.0
+
+
+class Ledger:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {"current": None, "releases": []}
+        return data
+
+    def _write(self, data: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(temporary, self.path)
+
+    def releases(self) -> list[Release]:
+        return [Release(**item) for item in self._read()["releases"]]
+
+    def get(self, release_id: str) -> Release | None:
+        return next((r for r in reversed(self.releases()) if r.id == release_id), None)
+
+    def current(self) -> Release | None:
+        """The release that last deployed green (and was not replaced since)."""
+        current = self._read().get("current")
+        return self.get(current) if current else None
+
+    def start(self, release: Release) -> None:
+        data = self._read()
+        data["releases"].append(asdict(release))
+        self._write(data)
+
+    def finish(self, release_id: str, outcome: str, migrations: list[str], make_current: bool) -> None:
+        data = self._read()
+        for item in reversed(data["releases"]):
+            if item["id"] == release_id and item["outcome"] == "in progress":
+                item.update(outcome=outcome, finished_at=time.time())
+                item["migrations"] = sorted(set(item.get("migrations", [])) | set(migrations))
+                break
+        if make_current:
+            data["current"] = release_id
+        self._write(data)
