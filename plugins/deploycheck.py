@@ -14,6 +14,7 @@ import time
 from collections.abc import Generator
 from pathlib import Path
 from types import FrameType
+from typing import Literal
 
 import pytest
 
@@ -42,6 +43,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--verify-only",
         action="store_true",
         help="check the stack that is already running: start nothing, change nothing, never roll back",
+    )
+    group.addoption(
+        "--rollback-to",
+        metavar="ID",
+        help="bring back release ID from the ledger for the whole stack, then verify it with the smoke checks",
     )
     group.addoption(
         "--keep-failed", action="store_true", help="keep a failed stack running for debugging (no rollback)"
@@ -104,10 +110,23 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as error:
         raise pytest.UsageError(str(error)) from None
     verify_only = bool(config.getoption("verify_only"))
+    rollback_to = config.getoption("rollback_to")
+    mode: Literal["deploy", "verify-only", "rollback-to"] = "verify-only" if verify_only else "deploy"
+    if rollback_to:
+        if verify_only:
+            raise pytest.UsageError("--rollback-to and --verify-only exclude each other: use one of them.")
+        known = [r.id for r in Ledger(environment.ledger_file).releases() if r.outcome == "passed"]
+        if rollback_to not in known:
+            choices = ", ".join(dict.fromkeys(reversed(known))) or "none yet"
+            raise pytest.UsageError(
+                f"release '{rollback_to}' never deployed green in environment '{environment.name}': "
+                f"choose one of {choices} (from {environment.ledger_file})."
+            )
+        mode, release = "rollback-to", str(rollback_to)
     config.stash[ENVIRONMENT] = environment
     config.stash[RUN_RECORD] = RunRecord(
         environment=environment.name,
-        mode="verify-only" if verify_only else "deploy",
+        mode=mode,
         release=release,
         citus_image=environment.citus_image,
         compose_project=environment.compose_project,
@@ -131,12 +150,16 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items.sort(
         key=lambda item: 0 if item.get_closest_marker("stage") else 2 if item.get_closest_marker("disruptive") else 1
     )
-    if RUN_RECORD in config.stash and config.stash[RUN_RECORD].mode == "verify-only":
+    mode = config.stash[RUN_RECORD].mode if RUN_RECORD in config.stash else "deploy"
+    if mode != "deploy":
         # Verify-only starts and changes nothing: no deploy stage but preflight, no disruptive check.
+        # A manual rollback is verified like an automatic one: with the smoke checks.
         def deploys_or_disrupts(item: pytest.Item) -> bool:
             stage = item.get_closest_marker("stage")
             if stage is not None:
                 return "preflight" not in item.name
+            if mode == "rollback-to" and item.get_closest_marker("smoke") is None:
+                return True
             return item.get_closest_marker("disruptive") is not None
 
         deselected = [item for item in items if deploys_or_disrupts(item)]
@@ -198,9 +221,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if exitstatus == pytest.ExitCode.INTERRUPTED:
         record.interrupted = True
     environment = config.stash[ENVIRONMENT]
-    decision = rollback.decide(
-        record, verify_only=record.mode == "verify-only", keep_failed=bool(config.getoption("keep_failed"))
-    )
+    decision = rollback.decide(record, keep_failed=bool(config.getoption("keep_failed")))
     if decision.action != "none" or record.failed:
         say(config, f"[deploycheck] rollback: {decision.why}")
     # A second Ctrl+C or SIGTERM must not cut the rollback short.
@@ -209,6 +230,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         rollback.perform(
             decision, record, environment, config.stash.get(COMPOSE, None), lambda: client_for(environment.docker_host)
         )
+        if record.mode == "rollback-to" and record.outcome == "passed":
+            Ledger(environment.ledger_file).mark_current(record.release)
         if record.in_ledger:
             passed = record.outcome == "passed" and record.mode == "deploy"
             outcome = "passed" if passed else "interrupted" if record.interrupted else "failed"

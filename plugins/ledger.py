@@ -69,3 +69,9 @@ class Ledger:
         if make_current:
             data["current"] = release_id
         self._write(data)
+
+    def mark_current(self, release_id: str) -> None:
+        """A manual rollback made ``release_id`` current again."""
+        data = self._read()
+        data["current"] = release_id
+        self._write(data)

@@ -53,7 +53,7 @@ class RollbackRecord:
 @dataclass
 class RunRecord:
     environment: str
-    mode: Literal["deploy", "verify-only"]
+    mode: Literal["deploy", "verify-only", "rollback-to"]
     release: str = "unknown"
     citus_image: str = "unknown"
     citus_is_standin: bool = False

@@ -32,12 +32,14 @@ class Decision:
     why: str
 
 
-def decide(record: RunRecord, *, verify_only: bool, keep_failed: bool) -> Decision:
+def decide(record: RunRecord, *, keep_failed: bool) -> Decision:
     """What to do at the end of a run. Pure: it only reads the record and the options."""
     if not record.failed:
         return Decision("none", "not needed: every stage and check passed")
-    if verify_only:
+    if record.mode == "verify-only":
         return Decision("none", "not performed: verify-only runs never roll back")
+    if record.mode == "rollback-to":
+        return Decision("none", "not performed: a manual rollback that fails is reported, not rolled back again")
     if not record.deployed_anything:
         return Decision("none", "not needed: the run failed before it changed anything")
     if keep_failed:
@@ -74,10 +76,8 @@ def _remove(record: RunRecord, environment: Environment, compose: Compose | None
         raise RollbackFailed(f"containers still present after removal: {', '.join(sorted(left))}")
 
 
-def _restore(record: RunRecord, environment: Environment, client: docker.DockerClient) -> None:
-    """The previous release's images and configuration for the whole stack, then verified."""
-    release_id = record.previous_release
-    assert release_id is not None
+def restore_release(release_id: str, record: RunRecord, environment: Environment, client: docker.DockerClient) -> None:
+    """A release's images and configuration for the whole stack, then verified; actions go to the record."""
     previous = Ledger(environment.ledger_file).get(release_id)
     if previous is None:
         raise RollbackFailed(f"release {release_id} is not in the ledger {environment.ledger_file}")
@@ -106,6 +106,11 @@ def _restore(record: RunRecord, environment: Environment, client: docker.DockerC
             + " of the failed release stay applied"
         )
     record.rollback.restored_release = previous.id
+
+
+def _restore(record: RunRecord, environment: Environment, client: docker.DockerClient) -> None:
+    assert record.previous_release is not None
+    restore_release(record.previous_release, record, environment, client)
 
 
 def perform(

@@ -169,14 +169,15 @@ def deploy(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deploy]:
     shutil.rmtree(case.state_dir, ignore_errors=True)
 
 
-def tag_release_images(tmp_path: Path, good: str, broken: str) -> str:
+def tag_release_images(tmp_path: Path, good: tuple[str, ...], broken: str) -> str:
     """Two releases of the API as `deploycheck/api-e2e:RELEASE`: the real one, and one whose /ready fails.
 
     An override `image: deploycheck/api-e2e:${RELEASE}` then runs each release's own API image, as a
-    registry of release images would, and a rollback to `good` really brings the good image back.
+    registry of release images would, and a rollback to a good release really brings its image back.
     """
     client = docker.from_env()
-    client.images.get(content_tag(API)).tag("deploycheck/api-e2e", tag=good)
+    for release in good:
+        client.images.get(content_tag(API)).tag("deploycheck/api-e2e", tag=release)
     client.images.get(build_broken_ready_api(tmp_path)).tag("deploycheck/api-e2e", tag=broken)
     return "deploycheck/api-e2e:${RELEASE}"
 

@@ -172,8 +172,9 @@ def test_sigterm_during_the_database_stage_rolls_back(deploy: Deploy) -> None:
 
 
 def test_release_b_that_fails_rolls_back_to_release_a_with_its_data(deploy: Deploy, tmp_path: Path) -> None:
-    """A deploys green; re-deploying A recreates nothing; B's API never becomes ready, so A comes back."""
-    image = tag_release_images(tmp_path, good="A", broken="B")
+    """A deploys green; re-deploying A recreates nothing; B's API never becomes ready, so A comes back
+    with its rows; then C deploys and a manual --rollback-to=A brings A back again."""
+    image = tag_release_images(tmp_path, good=("A", "C"), broken="B")
     releases = deploy.override("releases.yaml", f"services:\n  api:\n    image: {image}\n")
     deploy.write_environment(overrides=[releases], stage_timeout=20)
 
@@ -210,6 +211,17 @@ def test_release_b_that_fails_rolls_back_to_release_a_with_its_data(deploy: Depl
     report = (deploy.reports / "report.html").read_text()
     assert "restored release: A" in report
     deploy.assert_no_secret_leaked(failed)
+
+    # C deploys green; a manual rollback brings A back, verified by the smoke checks.
+    assert deploy.run("--release=C").returncode == 0
+    manual = deploy.run("--rollback-to=A")
+    assert manual.returncode == 0, manual.stdout[-5000:]
+    summary = deploy.summary()
+    assert summary["mode"] == "rollback-to" and summary["release"] == "A"
+    assert [(s["name"], s["outcome"]) for s in summary["stages"]] == [("preflight", "passed"), ("restore", "passed")]
+    assert summary["checks"]["passed"] > 0 and summary["checks"]["failed"] == 0
+    assert requests.get(f"http://127.0.0.1:{api}/version", timeout=10).json()["release"] == "A"
+    assert json.loads((deploy.state_dir / "ledger.json").read_text())["current"] == "A"
 
 
 def test_a_second_deploy_while_one_runs_is_refused_naming_the_holder(deploy: Deploy) -> None:

@@ -84,6 +84,11 @@ def test_verify_only_deselects_deploy_stages(suite: pytest.Pytester) -> None:
         (["--deploy=prod"], "ERROR: environment 'prod' needs the database password in $UNIT_PROD_DB_PASSWORD*"),
         (["--release=not a release"], "ERROR: --release='not a release' is not a valid release id*"),
         (["--environments=missing.toml"], "ERROR: the environment file missing.toml does not exist*"),
+        (
+            ["--rollback-to=nope"],
+            "ERROR: release 'nope' never deployed green in environment 'local': choose one of none yet*",
+        ),
+        (["--rollback-to=x", "--verify-only"], "ERROR: --rollback-to and --verify-only exclude each other*"),
     ],
 )
 def test_usage_errors_are_one_sentence_without_traceback(
@@ -108,28 +113,27 @@ FAILED_STAGE = [StageRecord("citus", "failed", 1.0, 0.0, "worker down")]
 
 
 @pytest.mark.parametrize(
-    ("record", "verify_only", "keep_failed", "action"),
+    ("record", "keep_failed", "action"),
     [
-        (_record(), False, False, "none"),
-        (_record(stages=FAILED_STAGE), False, False, "remove"),
-        (_record(interrupted=True), False, False, "remove"),
-        (_record(stages=FAILED_STAGE), True, False, "none"),
-        (_record(stages=FAILED_STAGE), False, True, "keep"),
-        (_record(stages=FAILED_STAGE, deployed_anything=False), False, False, "none"),
-        (_record(stages=FAILED_STAGE, stack_existed_before=True), False, False, "leave"),
+        (_record(), False, "none"),
+        (_record(stages=FAILED_STAGE), False, "remove"),
+        (_record(interrupted=True), False, "remove"),
+        (_record(stages=FAILED_STAGE, mode="verify-only"), False, "none"),
+        (_record(stages=FAILED_STAGE), True, "keep"),
+        (_record(stages=FAILED_STAGE, deployed_anything=False), False, "none"),
+        (_record(stages=FAILED_STAGE, stack_existed_before=True), False, "leave"),
         (
             _record(stages=FAILED_STAGE, stack_existed_before=True, previous_release="A", release="B"),
-            False,
             False,
             "restore",
         ),
         (
             _record(stages=FAILED_STAGE, stack_existed_before=True, previous_release="B", release="B"),
             False,
-            False,
             "leave",
         ),
-        (_record(interrupted=True, previous_release="A", release="B"), False, False, "restore"),
+        (_record(interrupted=True, previous_release="A", release="B"), False, "restore"),
+        (_record(stages=FAILED_STAGE, mode="rollback-to", previous_release="A"), False, "none"),
     ],
     ids=[
         "green",
@@ -142,10 +146,11 @@ FAILED_STAGE = [StageRecord("citus", "failed", 1.0, 0.0, "worker down")]
         "previous-release",
         "same-release",
         "interrupted-with-previous",
+        "manual-rollback",
     ],
 )
-def test_rollback_decision(record: RunRecord, verify_only: bool, keep_failed: bool, action: str) -> None:
-    assert decide(record, verify_only=verify_only, keep_failed=keep_failed).action == action
+def test_rollback_decision(record: RunRecord, keep_failed: bool, action: str) -> None:
+    assert decide(record, keep_failed=keep_failed).action == action
 
 
 def test_secret_values_do_not_reach_the_summary(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
