@@ -75,3 +75,14 @@ class Ledger:
         data = self._read()
         data["current"] = release_id
         self._write(data)
+
+    def unfinished(self) -> list[str]:
+        """Releases whose run ended without saying how: killed outright."""
+        return [r.id for r in self.releases() if r.outcome == "in progress"]
+
+    def mark_interrupted(self) -> None:
+        data = self._read()
+        for item in data["releases"]:
+            if item["outcome"] == "in progress":
+                item.update(outcome="interrupted", finished_at=time.time())
+        self._write(data)

@@ -70,6 +70,7 @@ class RunRecord:
     previous_release: str | None = None  # the ledger's current release when this run started
     in_ledger: bool = False  # this run's release was entered in the ledger (by the images stage)
     holds_lock: bool = False
+    unfinished: list[str] = field(default_factory=list)  # releases a killed run left "in progress"
     migrations_applied: list[str] = field(default_factory=list)
 
     @property

@@ -76,15 +76,15 @@ def _remove(record: RunRecord, environment: Environment, compose: Compose | None
         raise RollbackFailed(f"containers still present after removal: {', '.join(sorted(left))}")
 
 
-def restore_release(release_id: str, record: RunRecord, environment: Environment, client: docker.DockerClient) -> None:
-    """A release's images and configuration for the whole stack, then verified; actions go to the record."""
+def restore_release(release_id: str, environment: Environment, client: docker.DockerClient, actions: list[str]) -> None:
+    """A release's images and configuration for the whole stack, then verified; what was done goes to ``actions``."""
     previous = Ledger(environment.ledger_file).get(release_id)
     if previous is None:
         raise RollbackFailed(f"release {release_id} is not in the ledger {environment.ledger_file}")
     compose = compose_for(environment, previous.citus_image, previous.id, previous.images)
     services = ["coordinator", *environment.worker_services, "api", "nginx"]
     compose.up(services, timeout=environment.timeouts.stage)
-    record.rollback.actions.append(f"brought release {previous.id} back: {', '.join(previous.images.values())}")
+    actions.append(f"brought release {previous.id} back: {', '.join(previous.images.values())}")
     wait_healthy(client, environment.compose_project, services, environment.timeouts.stage, environment.secrets)
     for url, service in ((environment.api_url, "api"), (environment.proxy_url, "nginx")):
         wait_http_ok(
@@ -98,19 +98,19 @@ def restore_release(release_id: str, record: RunRecord, environment: Environment
     served = requests.get(f"{environment.api_url}/version", timeout=10).json().get("release")
     if served != previous.id:
         raise RollbackFailed(f"/version says {served}, not the restored release {previous.id}")
-    record.rollback.actions.append(f"verified release {previous.id}: every container healthy, /ready 200, /version")
+    actions.append(f"verified release {previous.id}: every container healthy, /ready 200, /version")
+
+
+def _restore(record: RunRecord, environment: Environment, client: docker.DockerClient) -> None:
+    assert record.previous_release is not None
+    restore_release(record.previous_release, environment, client, record.rollback.actions)
     if record.migrations_applied:
         record.rollback.actions.append(
             "the database was NOT restored: migrations "
             + ", ".join(record.migrations_applied)
             + " of the failed release stay applied"
         )
-    record.rollback.restored_release = previous.id
-
-
-def _restore(record: RunRecord, environment: Environment, client: docker.DockerClient) -> None:
-    assert record.previous_release is not None
-    restore_release(record.previous_release, record, environment, client)
+    record.rollback.restored_release = record.previous_release
 
 
 def perform(

@@ -240,3 +240,36 @@ def test_a_second_deploy_while_one_runs_is_refused_naming_the_holder(deploy: Dep
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_deploy_killed_outright_is_repaired_by_the_next_run(deploy: Deploy, tmp_path: Path) -> None:
+    """SIGKILL leaves no rollback: the next run sees B 'in progress', closes it, brings A back, then deploys C."""
+    image = tag_release_images(tmp_path, good=("A", "C"), broken="B")
+    releases = deploy.override("releases.yaml", f"services:\n  api:\n    image: {image}\n")
+    deploy.write_environment(overrides=[releases], stage_timeout=60)
+    assert deploy.run("--release=A").returncode == 0
+
+    process = deploy.start("--release=B")
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "stage api: started" in line:
+            time.sleep(1)
+            process.kill()
+            break
+    process.wait(timeout=60)
+    ledger = json.loads((deploy.state_dir / "ledger.json").read_text())
+    assert [(r["id"], r["outcome"]) for r in ledger["releases"]] == [("A", "passed"), ("B", "in progress")]
+
+    result = deploy.run("--release=C")
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert "an earlier run was killed while deploying B" in result.stdout
+    assert "brought release A back" in result.stdout
+    stages = [(s["name"], s["outcome"]) for s in deploy.summary()["stages"]]
+    assert stages[:3] == [("preflight", "passed"), ("repair", "passed"), ("images", "passed")]
+    ledger = json.loads((deploy.state_dir / "ledger.json").read_text())
+    assert [(r["id"], r["outcome"]) for r in ledger["releases"]] == [
+        ("A", "passed"),
+        ("B", "interrupted"),
+        ("C", "passed"),
+    ]
+    assert ledger["current"] == "C"
