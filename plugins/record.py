@@ -46,6 +46,8 @@ class RollbackRecord:
     outcome: str = "not needed"
     seconds: float = 0.0
     restored_release: str | None = None
+    database_restored: bool = False
+    database_restore_seconds: float = 0.0
     actions: list[str] = field(default_factory=list)
     started_at: float = 0.0
 
@@ -72,6 +74,8 @@ class RunRecord:
     holds_lock: bool = False
     unfinished: list[str] = field(default_factory=list)  # releases a killed run left "in progress"
     migrations_applied: list[str] = field(default_factory=list)
+    backup_folder: str | None = None  # the backup the backup stage took, if a database was running
+    backup_bytes: int = 0
 
     @property
     def failed_stage(self) -> StageRecord | None:
@@ -105,6 +109,7 @@ class RunRecord:
             "compose_project": self.compose_project,
             "previous_release": self.previous_release,
             "migrations_applied": self.migrations_applied,
+            "backup": {"folder": self.backup_folder, "bytes": self.backup_bytes},
             "outcome": self.outcome,
             "interrupted": self.interrupted,
             "started_at": self.started_at,
@@ -120,6 +125,8 @@ class RunRecord:
                 "outcome": self.rollback.outcome,
                 "seconds": round(self.rollback.seconds, 3),
                 "restored_release": self.rollback.restored_release,
+                "database_restored": self.rollback.database_restored,
+                "database_restore_seconds": round(self.rollback.database_restore_seconds, 3),
                 "actions": self.rollback.actions,
             },
         }

@@ -91,6 +91,8 @@ def rollback_html(record: RunRecord) -> str:
     rollback = record.rollback
     actions = "".join(f"<li>{html.escape(action)}</li>" for action in rollback.actions)
     restored = html.escape(rollback.restored_release or "none")
+    if rollback.database_restored:
+        restored += f", database restored in {rollback.database_restore_seconds:.1f} s"
     return (
         f'<div id="deploycheck-rollback"><p><strong>Rollback:</strong> {html.escape(rollback.outcome)} '
         f"(performed: {'yes' if rollback.performed else 'no'}, {rollback.seconds:.2f} s, restored release: "

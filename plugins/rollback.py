@@ -4,7 +4,8 @@
   its configuration) for the whole stack, then verifies it: every container healthy, /ready answering 200
   directly and through Nginx, and /version naming the restored release.
 - A failed first deploy has its containers removed; its data volumes are kept unless the environment purges.
-- The database is not restored yet: a release that changed it leaves its migrations applied (the report says).
+- When the failed release changed the database (it applied migrations), every node's data is first put back
+  to the backup the backup stage took before the deploy changed anything.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import docker
 import requests
 
+from plugins import backup
 from plugins.commands import CommandFailed, Compose, compose_for
 from plugins.containers import WaitFailed, project_containers, wait_healthy, wait_http_ok
 from plugins.environment import Environment
@@ -102,14 +105,24 @@ def restore_release(release_id: str, environment: Environment, client: docker.Do
 
 
 def _restore(record: RunRecord, environment: Environment, client: docker.DockerClient) -> None:
+    """The database first, when the failed release changed it, then the previous release's containers."""
     assert record.previous_release is not None
-    restore_release(record.previous_release, environment, client, record.rollback.actions)
     if record.migrations_applied:
+        if record.backup_folder is None:
+            raise RollbackFailed("the failed release changed the database, and no backup was taken before it")
+        previous = Ledger(environment.ledger_file).get(record.previous_release)
+        if previous is None:
+            raise RollbackFailed(f"release {record.previous_release} is not in the ledger")
+        compose = compose_for(environment, previous.citus_image, previous.id, previous.images)
+        seconds = backup.restore(environment, client, compose, Path(record.backup_folder))
+        record.rollback.database_restored = True
+        record.rollback.database_restore_seconds = seconds
         record.rollback.actions.append(
-            "the database was NOT restored: migrations "
-            + ", ".join(record.migrations_applied)
-            + " of the failed release stay applied"
+            f"restored the database of every node from {record.backup_folder} "
+            f"({record.backup_bytes / 2**20:.1f} MiB) in {seconds:.1f} s: migrations "
+            f"{', '.join(record.migrations_applied)} of the failed release are undone"
         )
+    restore_release(record.previous_release, environment, client, record.rollback.actions)
     record.rollback.restored_release = record.previous_release
 
 

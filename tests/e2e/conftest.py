@@ -60,7 +60,13 @@ class Deploy:
     def reports(self) -> Path:
         return self.directory / "reports"
 
-    def write_environment(self, *, overrides: Sequence[str] = (), stage_timeout: int = 120) -> None:
+    def write_environment(
+        self,
+        *,
+        overrides: Sequence[str] = (),
+        stage_timeout: int = 120,
+        migrations: Path = ROOT / "stack" / "migrations",
+    ) -> None:
         files = [str(ROOT / "stack" / "compose.yaml"), *overrides]
         coordinator, api, proxy = self.ports
         self.env_file.write_text(
@@ -69,7 +75,7 @@ class Deploy:
                 [environments.{self.name}]
                 compose_project = "{self.project}"
                 compose_files = {json.dumps(files)}
-                migrations_dir = "{ROOT / "stack" / "migrations"}"
+                migrations_dir = "{migrations}"
                 expected_workers = 2
                 docker_host = ""
                 citus_image = "citusdata/citus:13.0"
@@ -208,3 +214,18 @@ def build_broken_ready_api(tmp_path: Path) -> str:
     tag = "deploycheck/api:e2e-broken-ready"
     docker.from_env().images.build(path=str(context), tag=tag, rm=True)
     return tag
+
+
+def coordinator_sql(deploy: Deploy, query: str) -> str:
+    """One value from the coordinator, through psql in its container."""
+    container = docker.from_env().containers.get(f"{deploy.project}-coordinator-1")
+    code, output = container.exec_run(["psql", "-X", "-U", "deploycheck", "-d", "deploycheck", "-Atc", query])
+    assert code == 0, output.decode(errors="replace")
+    return str(output.decode().strip())
+
+
+def count_rows(deploy: Deploy) -> tuple[int, int]:
+    """Stores and orders, read through the coordinator from the workers' shards."""
+    stores = int(coordinator_sql(deploy, "SELECT count(*) FROM stores"))
+    orders = int(coordinator_sql(deploy, "SELECT count(*) FROM orders"))
+    return stores, orders

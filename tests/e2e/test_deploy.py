@@ -4,6 +4,7 @@ each caught by the right stage and rolled back."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,11 +15,19 @@ import docker
 import pytest
 import requests
 
-from tests.e2e.conftest import TOKEN_MARKER, Deploy, build_broken_ready_api, tag_release_images
+from tests.e2e.conftest import (
+    ROOT,
+    TOKEN_MARKER,
+    Deploy,
+    build_broken_ready_api,
+    coordinator_sql,
+    count_rows,
+    tag_release_images,
+)
 
 pytestmark = pytest.mark.e2e
 
-STAGES = ["preflight", "images", "database", "citus", "migrations", "api", "proxy"]
+STAGES = ["preflight", "images", "backup", "database", "citus", "migrations", "api", "proxy"]
 
 
 def test_clean_deploy_passes_every_check_then_verify_only_changes_nothing(deploy: Deploy) -> None:
@@ -273,3 +282,50 @@ def test_a_deploy_killed_outright_is_repaired_by_the_next_run(deploy: Deploy, tm
         ("C", "passed"),
     ]
     assert ledger["current"] == "C"
+
+
+def test_release_b_with_a_migration_that_never_gets_ready_restores_a_and_its_database(
+    deploy: Deploy, tmp_path: Path
+) -> None:
+    """B applies a migration, then its API never becomes ready: the database goes back to the backup taken
+    before B, so B's migration is undone and every row written before the deploy is there."""
+    image = tag_release_images(tmp_path, good=("A",), broken="B")
+    releases = deploy.override("releases.yaml", f"services:\n  api:\n    image: {image}\n")
+    deploy.write_environment(overrides=[releases], stage_timeout=20)
+    assert deploy.run("--release=A").returncode == 0
+    api = deploy.ports[1]
+    token = {"Authorization": f"Bearer {TOKEN_MARKER}"}
+    for i in range(5):
+        store = requests.post(f"http://127.0.0.1:{api}/stores", json={"name": f"s{i}"}, headers=token, timeout=10)
+        requests.post(
+            f"http://127.0.0.1:{api}/stores/{store.json()['id']}/orders",
+            json={"item": "tea", "amount_cents": 100 + i},
+            headers=token,
+            timeout=10,
+        )
+    rows_before = count_rows(deploy)
+
+    migrations_b = tmp_path / "migrations-b"
+    shutil.copytree(ROOT / "stack" / "migrations", migrations_b)
+    (migrations_b / "0002_release_b_audit.sql").write_text(
+        "CREATE TABLE release_b_audit (id bigserial, note text NOT NULL);\n"
+        "INSERT INTO release_b_audit (note) VALUES ('written by release B');\n"
+    )
+    deploy.write_environment(overrides=[releases], stage_timeout=20, migrations=migrations_b)
+    failed = deploy.run("--release=B")
+    assert failed.returncode == 1, failed.stdout[-5000:]
+    summary = deploy.summary()
+    assert summary["migrations_applied"] == ["0002_release_b_audit.sql"]
+    assert summary["backup"]["folder"] and summary["backup"]["bytes"] > 0
+    rollback = summary["rollback"]
+    assert rollback["outcome"] == "passed" and rollback["restored_release"] == "A", rollback
+    assert rollback["database_restored"] is True and rollback["database_restore_seconds"] > 0
+    assert rows_before[0] >= 5 and rows_before[1] >= 5  # ours, plus the probes the checks wrote
+    assert count_rows(deploy) == rows_before
+    applied = coordinator_sql(
+        deploy, "SELECT string_agg(version, ',' ORDER BY version) FROM deploycheck_schema_migrations"
+    )
+    assert applied == "0001_create_stores_and_orders.sql"
+    assert coordinator_sql(deploy, "SELECT to_regclass('release_b_audit') IS NULL") == "t"
+    assert requests.get(f"http://127.0.0.1:{api}/version", timeout=10).json()["release"] == "A"
+    deploy.assert_no_secret_leaked(failed)

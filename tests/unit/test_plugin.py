@@ -30,6 +30,8 @@ def test_clean_run_records_every_stage_and_check(suite: pytest.Pytester) -> None
         "outcome": "not needed: every stage and check passed",
         "seconds": 0.0,
         "restored_release": None,
+        "database_restored": False,
+        "database_restore_seconds": 0.0,
         "actions": [],
     }
 

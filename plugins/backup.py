@@ -1,0 +1,153 @@
+"""Backups of the whole Citus cluster, and their restore.
+
+A backup is a physical one per node (``pg_basebackup``, compressed, WAL included), taken on every node while
+writes through the coordinator are blocked (the distributed tables locked in EXCLUSIVE mode, reads go on),
+so the coordinator's metadata and the workers' shards belong to the same moment. Backups are kept in
+``.deploycheck/ENV/backups/TIME-RELEASE/`` (one tar per node and a manifest), the last 10.
+
+A restore stops the database nodes, replaces each node's data volume with its backup, and starts them again.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import psycopg
+from docker.models.containers import Container
+
+from plugins.commands import Compose
+from plugins.containers import project_containers, wait_healthy
+from plugins.environment import Environment
+
+KEEP = 10
+DATA_DIR = "/var/lib/postgresql/data"
+SCRATCH = "/tmp/deploycheck-backup"
+
+
+class BackupFailed(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Backup:
+    folder: Path
+    release: str
+    services: tuple[str, ...]
+    seconds: float
+    bytes: int
+
+
+def backups_dir(environment: Environment) -> Path:
+    return environment.state_dir / "backups"
+
+
+def _exec(container: Container, command: str, user: str = "postgres") -> str:
+    code, output = container.exec_run(["sh", "-c", command], user=user)
+    text: str = output.decode(errors="replace")
+    if code != 0:
+        raise BackupFailed(f"{container.name}: `{command.split()[0]}` failed: {text.strip()[-500:]}")
+    return text
+
+
+def _backup_node(container: Container, environment: Environment, target: Path) -> int:
+    _exec(
+        container,
+        f"rm -rf {SCRATCH} && pg_basebackup -D {SCRATCH} -Ft -z -X fetch -U {environment.db_user} --checkpoint=fast",
+    )
+    stream, _ = container.get_archive(SCRATCH)
+    with target.open("wb") as handle:
+        for chunk in stream:
+            handle.write(chunk)
+    _exec(container, f"rm -rf {SCRATCH}")
+    return target.stat().st_size
+
+
+def take(
+    environment: Environment,
+    client: docker.DockerClient,
+    release: str,
+    connection: psycopg.Connection[tuple[object, ...]],
+) -> Backup:
+    """Back up every database node of the running stack, writes blocked meanwhile; keep the last 10."""
+    start = time.monotonic()
+    services = ["coordinator", *environment.worker_services]
+    containers = project_containers(client, environment.compose_project)
+    missing = [s for s in services if s not in containers or containers[s].status != "running"]
+    if missing:
+        raise BackupFailed(f"cannot back up: {', '.join(missing)} not running")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    folder = backups_dir(environment) / f"{stamp}-{release}"
+    folder.mkdir(parents=True, exist_ok=True)
+    tables = [str(row[0]) for row in connection.execute("SELECT logicalrelid::regclass::text FROM pg_dist_partition")]
+    try:
+        with connection.transaction():
+            if tables:
+                connection.execute(f"LOCK TABLE {', '.join(tables)} IN EXCLUSIVE MODE")
+            with ThreadPoolExecutor(max_workers=min(8, len(services))) as pool:
+                sizes = list(
+                    pool.map(lambda s: _backup_node(containers[s], environment, folder / f"{s}.tar"), services)
+                )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    backup = Backup(folder, release, tuple(services), time.monotonic() - start, sum(sizes))
+    manifest = {"release": release, "taken_at": time.time(), "services": services, "bytes": backup.bytes}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    for old in sorted(p for p in backups_dir(environment).iterdir() if p.is_dir())[:-KEEP]:
+        shutil.rmtree(old)
+    return backup
+
+
+RESTORE_SCRIPT = (
+    f"set -e; find {DATA_DIR} -mindepth 1 -delete; "
+    f"tar -xzf /deploycheck-backup/base.tar.gz -C {DATA_DIR}; "
+    f"chown -R postgres:postgres {DATA_DIR}; chmod 700 {DATA_DIR}"
+)
+
+
+def _restore_node(client: docker.DockerClient, container: Container, archive: Path) -> None:
+    volume = next(m["Name"] for m in container.attrs["Mounts"] if m["Destination"] == DATA_DIR)
+    helper = client.containers.create(
+        container.image.id,
+        entrypoint=["sh", "-c", RESTORE_SCRIPT],
+        user="root",
+        volumes={volume: {"bind": DATA_DIR, "mode": "rw"}},
+        network_mode="none",
+        labels={"org.deploycheck.role": "restore-helper"},
+    )
+    try:
+        helper.put_archive("/", archive.read_bytes())
+        helper.start()
+        result = helper.wait(timeout=300)
+        if result.get("StatusCode") != 0:
+            raise BackupFailed(f"restoring {volume} failed: {helper.logs().decode(errors='replace')[-500:]}")
+    finally:
+        helper.remove(force=True)
+
+
+def restore(environment: Environment, client: docker.DockerClient, compose: Compose, folder: Path) -> float:
+    """Put every database node back to the backup in ``folder``; returns the seconds it took."""
+    start = time.monotonic()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    services: list[str] = manifest["services"]
+    containers = project_containers(client, environment.compose_project)
+    compose.run("stop", *services, timeout=environment.timeouts.stage)
+    with ThreadPoolExecutor(max_workers=min(8, len(services))) as pool:
+        list(pool.map(lambda s: _restore_node(client, containers[s], folder / f"{s}.tar"), services))
+    compose.run("start", *services, timeout=environment.timeouts.stage)
+    wait_healthy(client, environment.compose_project, services, environment.timeouts.stage, environment.secrets)
+    return time.monotonic() - start
+
+
+def archive_member_names(path: Path) -> list[str]:
+    """What a node's backup tar holds (for tests and reports)."""
+    with tarfile.open(fileobj=io.BytesIO(path.read_bytes())) as archive:
+        return archive.getnames()
