@@ -113,10 +113,14 @@ RESTORE_SCRIPT = (
 )
 
 
-def _restore_node(client: docker.DockerClient, container: Container, archive: Path) -> None:
-    volume = next(m["Name"] for m in container.attrs["Mounts"] if m["Destination"] == DATA_DIR)
+def data_volume(container: Container) -> str:
+    return str(next(m["Name"] for m in container.attrs["Mounts"] if m["Destination"] == DATA_DIR))
+
+
+def fill_volume(client: docker.DockerClient, image: str, volume: str, archive: Path) -> None:
+    """Replace the contents of a node's data volume with a backup, in a helper container with no network."""
     helper = client.containers.create(
-        container.image.id,
+        image,
         entrypoint=["sh", "-c", RESTORE_SCRIPT],
         user="root",
         volumes={volume: {"bind": DATA_DIR, "mode": "rw"}},
@@ -141,7 +145,12 @@ def restore(environment: Environment, client: docker.DockerClient, compose: Comp
     containers = project_containers(client, environment.compose_project)
     compose.run("stop", *services, timeout=environment.timeouts.stage)
     with ThreadPoolExecutor(max_workers=min(8, len(services))) as pool:
-        list(pool.map(lambda s: _restore_node(client, containers[s], folder / f"{s}.tar"), services))
+        list(
+            pool.map(
+                lambda s: fill_volume(client, containers[s].image.id, data_volume(containers[s]), folder / f"{s}.tar"),
+                services,
+            )
+        )
     compose.run("start", *services, timeout=environment.timeouts.stage)
     wait_healthy(client, environment.compose_project, services, environment.timeouts.stage, environment.secrets)
     return time.monotonic() - start

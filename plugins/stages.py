@@ -19,7 +19,7 @@ from plugins.record import RUN_RECORD, RunRecord, StageRecord
 
 T = TypeVar("T")
 
-STAGES = ("preflight", "images", "backup", "database", "citus", "migrations", "api", "proxy")
+STAGES = ("preflight", "images", "backup", "rehearsal", "database", "citus", "migrations", "api", "proxy")
 # Stages run only when needed, by the fixture of the stage named here, and reported by its test.
 REPORTED_WITH = {"preflight": ("repair", "restore")}
 

@@ -27,7 +27,7 @@ from tests.e2e.conftest import (
 
 pytestmark = pytest.mark.e2e
 
-STAGES = ["preflight", "images", "backup", "database", "citus", "migrations", "api", "proxy"]
+STAGES = ["preflight", "images", "backup", "rehearsal", "database", "citus", "migrations", "api", "proxy"]
 
 
 def test_clean_deploy_passes_every_check_then_verify_only_changes_nothing(deploy: Deploy) -> None:
@@ -329,3 +329,33 @@ def test_release_b_with_a_migration_that_never_gets_ready_restores_a_and_its_dat
     assert coordinator_sql(deploy, "SELECT to_regclass('release_b_audit') IS NULL") == "t"
     assert requests.get(f"http://127.0.0.1:{api}/version", timeout=10).json()["release"] == "A"
     deploy.assert_no_secret_leaked(failed)
+
+
+def test_a_migration_that_fails_on_the_copy_stops_the_deploy_before_anything_live_changes(
+    deploy: Deploy, tmp_path: Path
+) -> None:
+    assert deploy.run("--release=A").returncode == 0
+    live_containers = deploy.containers()
+    rows_before = count_rows(deploy)
+    migrations_b = tmp_path / "migrations-b"
+    shutil.copytree(ROOT / "stack" / "migrations", migrations_b)
+    (migrations_b / "0002_broken.sql").write_text(
+        "CREATE TABLE release_b_ok (id bigserial);\nALTER TABLE no_such_table ADD COLUMN x int;\n"
+    )
+    deploy.write_environment(migrations=migrations_b)
+    result = deploy.run("--release=B")
+    assert result.returncode == 1, result.stdout[-5000:]
+    summary = deploy.summary()
+    failed = [s for s in summary["stages"] if s["outcome"] == "failed"]
+    assert [s["name"] for s in failed] == ["rehearsal"]
+    assert failed[0]["reason"] == (
+        'migration 0002_broken.sql failed on a copy of the database: relation "no_such_table" does not exist'
+    )
+    assert summary["rollback"]["performed"] is False, "nothing live changed: nothing to roll back"
+    assert deploy.containers() == live_containers
+    assert count_rows(deploy) == rows_before
+    assert coordinator_sql(deploy, "SELECT to_regclass('release_b_ok') IS NULL") == "t"
+    assert coordinator_sql(deploy, "SELECT count(*) FROM deploycheck_schema_migrations") == "1"
+    copies = docker.from_env().containers.list(all=True, filters={"label": "org.deploycheck.role=migration-copy"})
+    assert copies == [], "the copy must be removed"
+    deploy.assert_no_secret_leaked(result)

@@ -1,0 +1,131 @@
+"""Pending migrations tried first on a throwaway copy of the live cluster.
+
+The copy is made from the backup the backup stage just took: one container per node, each on a new volume
+filled from that node's backup, with the same host names on a private internal network (so the Citus
+metadata's node names resolve to the copies and nothing can reach the live cluster). The migrations are
+applied there in order, each in one transaction; the first that fails stops the deploy before anything
+live has changed. The copy is removed whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tarfile
+import time
+import uuid
+from pathlib import Path
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from plugins.backup import DATA_DIR, fill_volume
+from plugins.containers import project_containers
+from plugins.environment import Environment
+from plugins.secrets import mask_text
+
+READY_SECONDS = 120
+
+
+class MigrationFailedOnCopy(Exception):
+    def __init__(self, migration: str, error: str) -> None:
+        super().__init__(f"migration {migration} failed on a copy of the database: {error}")
+        self.migration = migration
+
+
+def _tar_of(files: list[Path]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for path in files:
+            archive.add(path, arcname=f"deploycheck-migrations/{path.name}")
+    return buffer.getvalue()
+
+
+def _wait_ready(container: Container, environment: Environment) -> None:
+    deadline = time.monotonic() + READY_SECONDS
+    while True:
+        container.reload()
+        if container.status in ("exited", "dead"):
+            logs = container.logs(tail=20).decode(errors="replace")
+            raise RuntimeError(f"the copy of {container.name} exited: {mask_text(logs, environment.secrets)}")
+        code, _ = container.exec_run(["pg_isready", "-q", "-U", environment.db_user, "-d", environment.db_name])
+        if code == 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the copy of {container.name} did not become ready within {READY_SECONDS} s")
+        time.sleep(0.25)
+
+
+def rehearse(environment: Environment, client: docker.DockerClient, backup_folder: Path, pending: list[Path]) -> None:
+    """Apply ``pending`` to a copy of the cluster made from ``backup_folder``; raise on the first failure."""
+    live = project_containers(client, environment.compose_project)
+    nodes = ["coordinator", *environment.worker_services]
+    tag = f"dccopy-{environment.compose_project}-{uuid.uuid4().hex[:8]}"
+    network = client.networks.create(tag, internal=True, labels={"org.deploycheck.role": "migration-copy"})
+    copies: list[Container] = []
+    volumes: list[str] = []
+    password = environment.db_password.reveal()  # only into the copies' environment, as Compose does live
+    node_environment = {
+        "POSTGRES_USER": environment.db_user,
+        "POSTGRES_DB": environment.db_name,
+        "POSTGRES_PASSWORD": password,
+        "PGUSER": environment.db_user,
+        "PGPASSWORD": password,
+    }
+    try:
+        for node in nodes:
+            image = live[node].image.id
+            volume = client.volumes.create(f"{tag}-{node}", labels={"org.deploycheck.role": "migration-copy"}).name
+            volumes.append(volume)
+            fill_volume(client, image, volume, backup_folder / f"{node}.tar")
+            copies.append(
+                client.containers.run(
+                    image,
+                    name=f"{tag}-{node}",
+                    hostname=node,
+                    detach=True,
+                    environment=node_environment,
+                    volumes={volume: {"bind": DATA_DIR, "mode": "rw"}},
+                    network=tag,
+                    labels={"org.deploycheck.role": "migration-copy"},
+                )
+            )
+            # Reachable by the node's own name, as in the live cluster's metadata.
+            network.disconnect(copies[-1])
+            network.connect(copies[-1], aliases=[node])
+        for copy in copies:
+            _wait_ready(copy, environment)
+        coordinator = copies[0]
+        coordinator.put_archive("/tmp", _tar_of(pending))
+        for path in pending:
+            code, output = coordinator.exec_run(
+                [
+                    "psql",
+                    "-X",
+                    "-q",
+                    "-1",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-U",
+                    environment.db_user,
+                    "-d",
+                    environment.db_name,
+                    "-f",
+                    f"/tmp/deploycheck-migrations/{path.name}",
+                ]
+            )
+            if code != 0:
+                text = mask_text(output.decode(errors="replace"), environment.secrets).strip()
+                error = next(
+                    (line for line in text.splitlines() if "ERROR" in line), text.splitlines()[-1] if text else ""
+                )
+                raise MigrationFailedOnCopy(path.name, error.split("ERROR:", 1)[-1].strip())
+    finally:
+        for copy in copies:
+            with contextlib.suppress(docker.errors.APIError):
+                copy.remove(force=True, v=True)
+        for volume in volumes:
+            with contextlib.suppress(docker.errors.APIError):
+                client.volumes.get(volume).remove(force=True)
+        network.remove()
