@@ -7,6 +7,7 @@ up in output is masked before it is kept or raised.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -94,6 +95,24 @@ class Compose:
     def down(self, remove_volumes: bool, timeout: float = 300) -> Result:
         return self.run("down", "--remove-orphans", *(["--volumes"] if remove_volumes else []), timeout=timeout)
 
+    def would_change(self, services: Sequence[str]) -> list[str]:
+        """What ``up`` of ``services`` would do besides leaving running containers as they are (Compose's own
+        dry run: a changed image or configuration shows as "Recreate", a stopped container as "Start")."""
+        out = self.run("--dry-run", "up", "--detach", "--no-deps", "--remove-orphans", *services, timeout=60)
+        return dry_run_changes(out.stdout + "\n" + out.stderr)
+
+    def snapshot(self, directory: Path) -> Path:
+        """This configuration as one Compose file, variables (and so secrets) left as ``${...}``; named by its
+        content, so a release's configuration can be brought back exactly by a rollback."""
+        text = self.run("config", "--no-interpolate", timeout=60).stdout
+        path = directory / f"compose-{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+        if not path.exists():
+            directory.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(text)
+            temporary.replace(path)
+        return path
+
     def config_services(self) -> list[str]:
         return self.run("config", "--services", timeout=60).stdout.split()
 
@@ -106,6 +125,12 @@ class Compose:
         if out.startswith("["):
             return list(json.loads(out))
         return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def dry_run_changes(output: str) -> list[str]:
+    """The actions in the output of ``docker compose --dry-run up`` other than leaving a container running."""
+    lines = [line.split("DRY-RUN MODE -", 1)[-1].strip() for line in output.splitlines()]
+    return [line for line in lines if line and not line.endswith(" Running")]
 
 
 WORKERS_FILE_NAME = "workers.compose.json"
@@ -135,10 +160,23 @@ def write_workers_file(environment: Environment, base_file: Path) -> Path:
     return path
 
 
-def compose_for(environment: Environment, citus_image: str, release: str, images: Mapping[str, str]) -> Compose:
-    """The Compose handle of an environment: its files plus the generated workers file, and its variables."""
-    base = environment.compose_files[0]
-    workers_file = write_workers_file(environment, base)
+def compose_for(
+    environment: Environment,
+    citus_image: str,
+    release: str,
+    images: Mapping[str, str],
+    configuration: Path | None = None,
+) -> Compose:
+    """The Compose handle of an environment: its files plus the generated workers file, and its variables.
+
+    With ``configuration`` (a release's snapshot, see ``Compose.snapshot``) that file alone is the model.
+    """
+    if configuration is not None:
+        files: tuple[Path, ...] = (configuration,)
+    else:
+        base = environment.compose_files[0]
+        # The workers file right after the base file, so later files (overrides) can change a worker too.
+        files = (base, write_workers_file(environment, base), *environment.compose_files[1:])
     variables = {
         "CITUS_IMAGE": citus_image,
         "API_IMAGE": images.get("api", ""),
@@ -153,8 +191,7 @@ def compose_for(environment: Environment, citus_image: str, release: str, images
     }
     return Compose(
         project=environment.compose_project,
-        # The workers file right after the base file, so later files (overrides) can change a worker too.
-        files=(base, workers_file, *environment.compose_files[1:]),
+        files=files,
         variables=variables,
         secret_variables={"DB_PASSWORD": environment.db_password, "API_TOKEN": environment.api_token},
         docker_host=environment.docker_host,

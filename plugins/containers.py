@@ -128,8 +128,9 @@ def wait_healthy(
             except docker.errors.NotFound:
                 raise WaitFailed(f"{service}: its container was removed while starting", "") from None
             state = State.of(container)
-            if state.status in ("exited", "dead") or state.restarts > baseline[service]:
-                why = "exited" if state.status in ("exited", "dead") else "restarted"
+            # "restarting": it exited and its restart policy brings it back; it will not become healthy by waiting.
+            if state.status in ("exited", "dead", "restarting") or state.restarts > baseline[service]:
+                why = "exited" if state.status in ("exited", "dead", "restarting") else "restarted"
                 raise WaitFailed(
                     f"{service} {why} while starting (exit code {state.exit_code})", evidence(container, secrets)
                 )
@@ -166,7 +167,7 @@ def wait_http_ok(
     while True:
         container.reload()
         state = State.of(container)
-        if state.status in ("exited", "dead") or state.restarts > restarts:
+        if state.status in ("exited", "dead", "restarting") or state.restarts > restarts:
             raise WaitFailed(f"{service} stopped while waiting for {url}", evidence(container, secrets))
         try:
             response = requests.get(url, timeout=5)

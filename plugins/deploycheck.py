@@ -14,17 +14,16 @@ import time
 from collections.abc import Generator
 from pathlib import Path
 from types import FrameType
-from typing import Literal
 
 import pytest
 
 from fixtures.stack import Stack
-from plugins import github, history, lock, reporting, rollback
+from plugins import github, history, lock, redeploy, reporting, rollback
 from plugins.commands import Compose
 from plugins.containers import client_for, evidence
 from plugins.environment import DEFAULT_FILE, ConfigError, Environment, load
 from plugins.ledger import Ledger
-from plugins.record import RUN_RECORD, CheckRecord, RunRecord
+from plugins.record import RUN_RECORD, CheckRecord, Mode, RunRecord
 from plugins.stages import say
 
 ENVIRONMENT = pytest.StashKey[Environment]()
@@ -111,7 +110,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     verify_only = bool(config.getoption("verify_only"))
     rollback_to = config.getoption("rollback_to")
-    mode: Literal["deploy", "verify-only", "rollback-to"] = "verify-only" if verify_only else "deploy"
+    mode: Mode = "verify-only" if verify_only else "deploy"
     if rollback_to:
         if verify_only:
             raise pytest.UsageError("--rollback-to and --verify-only exclude each other: use one of them.")
@@ -123,6 +122,9 @@ def pytest_configure(config: pytest.Config) -> None:
                 f"choose one of {choices} (from {environment.ledger_file})."
             )
         mode, release = "rollback-to", str(rollback_to)
+    connect = lambda: client_for(environment.docker_host)  # noqa: E731  # asked only if the ledger says so
+    if mode == "deploy" and not config.option.collectonly and redeploy.already_current(environment, release, connect):
+        mode = "already-current"
     config.stash[ENVIRONMENT] = environment
     config.stash[RUN_RECORD] = RunRecord(
         environment=environment.name,
@@ -153,12 +155,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     mode = config.stash[RUN_RECORD].mode if RUN_RECORD in config.stash else "deploy"
     if mode != "deploy":
         # Verify-only starts and changes nothing: no deploy stage but preflight, no disruptive check.
-        # A manual rollback is verified like an automatic one: with the smoke checks.
+        # A manual rollback is verified like an automatic one, and a release that is already current like a
+        # post-deploy smoke run: with the smoke checks.
         def deploys_or_disrupts(item: pytest.Item) -> bool:
             stage = item.get_closest_marker("stage")
             if stage is not None:
                 return "preflight" not in item.name
-            if mode == "rollback-to" and item.get_closest_marker("smoke") is None:
+            if mode in ("rollback-to", "already-current") and item.get_closest_marker("smoke") is None:
                 return True
             return item.get_closest_marker("disruptive") is not None
 

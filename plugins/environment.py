@@ -79,6 +79,11 @@ class Environment:
         return self.state_dir / "ledger.json"
 
     @property
+    def configurations_dir(self) -> Path:
+        """Each release's Compose configuration, kept for its rollback (``Compose.snapshot``)."""
+        return self.state_dir / "configurations"
+
+    @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.api}"
 

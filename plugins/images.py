@@ -144,13 +144,18 @@ def remember(citus: CitusImage) -> None:
     STATE_FILE.write_text(json.dumps({"citus_image": citus.reference, "citus_is_standin": citus.is_standin}) + "\n")
 
 
+def preferred_citus_image(wanted: str) -> str:
+    """The Citus image to ask for: the configured one, unless set-up already found it cannot be had."""
+    remembered = remembered_citus_image()
+    if remembered is not None and remembered.is_standin and wanted == OFFICIAL_CITUS_IMAGE:
+        # The official image could not be had last time; keep the stand-in until set-up is asked to retry.
+        return STANDIN_CITUS_IMAGE
+    return wanted
+
+
 def ensure_all(client: docker.DockerClient, wanted_citus: str) -> tuple[CitusImage, dict[str, str]]:
     """Everything the stack runs, built or found: the Citus image and our own images by content tag."""
-    remembered = remembered_citus_image()
-    if remembered is not None and remembered.is_standin and wanted_citus == OFFICIAL_CITUS_IMAGE:
-        # The official image could not be had last time; keep the stand-in until set-up is asked to retry.
-        wanted_citus = STANDIN_CITUS_IMAGE
-    citus = resolve_citus_image(client, wanted_citus)
+    citus = resolve_citus_image(client, preferred_citus_image(wanted_citus))
     remember(citus)
     built = {spec.repository: ensure_built(client, spec) for spec in (API, NGINX)}
     return citus, built

@@ -21,6 +21,9 @@ class Release:
     images: dict[str, str]  # service -> image reference (tag), e.g. {"api": "deploycheck/api:abc123"}
     image_ids: dict[str, str]  # service -> image id, so a release is known even if its tag moves
     citus_image: str
+    # The release's whole Compose model (``docker compose config --no-interpolate``, secrets left as ${...}),
+    # so a rollback brings back its configuration as well as its images. "" in ledgers written before it.
+    configuration: str = ""
     migrations: list[str] = field(default_factory=list)
     outcome: str = "in progress"  # in progress | passed | failed | interrupted
     finished_at: float = 0.0
@@ -49,10 +52,14 @@ class Ledger:
     def get(self, release_id: str) -> Release | None:
         return next((r for r in reversed(self.releases()) if r.id == release_id), None)
 
+    def good(self, release_id: str) -> Release | None:
+        """The last green deploy of ``release_id``: what a rollback to it brings back."""
+        return next((r for r in reversed(self.releases()) if r.id == release_id and r.outcome == "passed"), None)
+
     def current(self) -> Release | None:
         """The release that last deployed green (and was not replaced since)."""
         current = self._read().get("current")
-        return self.get(current) if current else None
+        return self.good(current) if current else None
 
     def start(self, release: Release) -> None:
         data = self._read()

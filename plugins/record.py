@@ -12,6 +12,9 @@ from typing import Any, Literal
 import pytest
 
 StageOutcome = Literal["passed", "failed", "skipped"]
+# deploy; verify-only (--verify-only); rollback-to (--rollback-to=ID); already-current (a deploy of the release
+# that is current and healthy, with nothing to change: only verified).
+Mode = Literal["deploy", "verify-only", "rollback-to", "already-current"]
 
 
 @dataclass
@@ -55,7 +58,7 @@ class RollbackRecord:
 @dataclass
 class RunRecord:
     environment: str
-    mode: Literal["deploy", "verify-only", "rollback-to"]
+    mode: Mode
     release: str = "unknown"
     citus_image: str = "unknown"
     citus_is_standin: bool = False

@@ -23,7 +23,7 @@ from plugins import backup
 from plugins.commands import CommandFailed, Compose, compose_for
 from plugins.containers import WaitFailed, project_containers, wait_healthy, wait_http_ok
 from plugins.environment import Environment
-from plugins.ledger import Ledger
+from plugins.ledger import Ledger, Release
 from plugins.record import RunRecord
 
 Action = Literal["none", "remove", "restore", "keep", "leave"]
@@ -41,6 +41,10 @@ def decide(record: RunRecord, *, keep_failed: bool) -> Decision:
         return Decision("none", "not needed: every stage and check passed")
     if record.mode == "verify-only":
         return Decision("none", "not performed: verify-only runs never roll back")
+    if record.mode == "already-current":
+        return Decision(
+            "none", f"not performed: release {record.release} was already current and this run changed nothing"
+        )
     if record.mode == "rollback-to":
         return Decision("none", "not performed: a manual rollback that fails is reported, not rolled back again")
     if not record.deployed_anything:
@@ -79,15 +83,31 @@ def _remove(record: RunRecord, environment: Environment, compose: Compose | None
         raise RollbackFailed(f"containers still present after removal: {', '.join(sorted(left))}")
 
 
+def compose_of(release: Release, environment: Environment) -> Compose:
+    """The Compose handle that runs ``release`` as it was deployed: its images and its configuration snapshot."""
+    snapshot = environment.configurations_dir / release.configuration if release.configuration else None
+    if snapshot is not None and not snapshot.is_file():
+        raise RollbackFailed(
+            f"the configuration of release {release.id} ({snapshot}) is gone: restore it from a backup of "
+            f"{environment.state_dir}, or deploy that release again"
+        )
+    return compose_for(environment, release.citus_image, release.id, release.images, configuration=snapshot)
+
+
 def restore_release(release_id: str, environment: Environment, client: docker.DockerClient, actions: list[str]) -> None:
     """A release's images and configuration for the whole stack, then verified; what was done goes to ``actions``."""
-    previous = Ledger(environment.ledger_file).get(release_id)
+    previous = Ledger(environment.ledger_file).good(release_id)
     if previous is None:
-        raise RollbackFailed(f"release {release_id} is not in the ledger {environment.ledger_file}")
-    compose = compose_for(environment, previous.citus_image, previous.id, previous.images)
+        raise RollbackFailed(
+            f"release {release_id} never deployed green: it is not in the ledger {environment.ledger_file}"
+        )
+    compose = compose_of(previous, environment)
     services = ["coordinator", *environment.worker_services, "api", "nginx"]
     compose.up(services, timeout=environment.timeouts.stage)
-    actions.append(f"brought release {previous.id} back: {', '.join(previous.images.values())}")
+    configuration = (
+        f"its configuration {previous.configuration}" if previous.configuration else "the current compose files"
+    )
+    actions.append(f"brought release {previous.id} back: {', '.join(previous.images.values())}, {configuration}")
     wait_healthy(client, environment.compose_project, services, environment.timeouts.stage, environment.secrets)
     for url, service in ((environment.api_url, "api"), (environment.proxy_url, "nginx")):
         wait_http_ok(
@@ -110,10 +130,10 @@ def _restore(record: RunRecord, environment: Environment, client: docker.DockerC
     if record.migrations_applied:
         if record.backup_folder is None:
             raise RollbackFailed("the failed release changed the database, and no backup was taken before it")
-        previous = Ledger(environment.ledger_file).get(record.previous_release)
+        previous = Ledger(environment.ledger_file).good(record.previous_release)
         if previous is None:
             raise RollbackFailed(f"release {record.previous_release} is not in the ledger")
-        compose = compose_for(environment, previous.citus_image, previous.id, previous.images)
+        compose = compose_of(previous, environment)
         seconds = backup.restore(environment, client, compose, Path(record.backup_folder))
         record.rollback.database_restored = True
         record.rollback.database_restore_seconds = seconds

@@ -76,3 +76,42 @@ def test_ledger_records_releases_and_the_current_one(tmp_path: Path) -> None:
     assert current is not None and current.id == "A" and current.migrations == ["0001.sql"]
     assert [(r.id, r.outcome) for r in ledger.releases()] == [("A", "passed"), ("B", "failed")]
     assert not (tmp_path / "ledger.tmp").exists()
+
+
+def test_a_rollback_target_is_the_last_green_deploy_of_a_release(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.json")
+    ledger.start(Release("A", 1.0, {"api": "deploycheck/api:A"}, {"api": "sha256:a1"}, "citus:13", "compose-1.yaml"))
+    ledger.finish("A", "passed", [], make_current=True)
+    # The same id again, with other files, fails: the rollback target stays the deploy that passed.
+    ledger.start(Release("A", 2.0, {"api": "deploycheck/api:A"}, {"api": "sha256:a2"}, "citus:13", "compose-2.yaml"))
+    ledger.finish("A", "failed", [], make_current=False)
+    good = ledger.good("A")
+    current = ledger.current()
+    assert good is not None and good.image_ids == {"api": "sha256:a1"} and good.configuration == "compose-1.yaml"
+    assert current == good
+    assert ledger.good("B") is None
+
+
+def test_a_ledger_written_before_configurations_were_kept_still_reads(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.json"
+    path.write_text(
+        json.dumps(
+            {
+                "current": "A",
+                "releases": [
+                    {
+                        "id": "A",
+                        "started_at": 1.0,
+                        "images": {},
+                        "image_ids": {},
+                        "citus_image": "citus:13",
+                        "migrations": [],
+                        "outcome": "passed",
+                        "finished_at": 2.0,
+                    }
+                ],
+            }
+        )
+    )
+    current = Ledger(path).current()
+    assert current is not None and current.configuration == ""

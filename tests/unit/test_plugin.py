@@ -136,6 +136,7 @@ FAILED_STAGE = [StageRecord("citus", "failed", 1.0, 0.0, "worker down")]
         ),
         (_record(interrupted=True, previous_release="A", release="B"), False, "restore"),
         (_record(stages=FAILED_STAGE, mode="rollback-to", previous_release="A"), False, "none"),
+        (_record(stages=FAILED_STAGE, mode="already-current", previous_release="A", release="A"), False, "none"),
     ],
     ids=[
         "green",
@@ -149,6 +150,7 @@ FAILED_STAGE = [StageRecord("citus", "failed", 1.0, 0.0, "worker down")]
         "same-release",
         "interrupted-with-previous",
         "manual-rollback",
+        "already-current",
     ],
 )
 def test_rollback_decision(record: RunRecord, keep_failed: bool, action: str) -> None:
