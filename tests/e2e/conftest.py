@@ -188,32 +188,40 @@ def tag_release_images(tmp_path: Path, good: tuple[str, ...], broken: str) -> st
     return "deploycheck/api-e2e:${RELEASE}"
 
 
-def build_broken_ready_api(tmp_path: Path) -> str:
-    """A release of the API whose /ready always fails: the real app with its /ready route replaced."""
-    source = ROOT / "stack" / "api"
-    context = tmp_path / "api-broken-ready"
-    subprocess.run(["cp", "-r", str(source), str(context)], check=True)
+def build_api_variant(tmp_path: Path, name: str, fault: str) -> str:
+    """A release of the API with a fault: the real app's code with ``fault`` appended to app/main.py."""
+    context = tmp_path / f"api-{name}"
+    subprocess.run(["cp", "-r", str(ROOT / "stack" / "api"), str(context)], check=True)
     main = context / "app" / "main.py"
-    main.write_text(
-        main.read_text()
-        + textwrap.dedent(
-            """
-
-            # e2e fault: this release's readiness is broken on purpose.
-            from fastapi.responses import JSONResponse as _JSONResponse
-
-            app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) != "/ready"]
-
-
-            @app.get("/ready")
-            def _broken_ready() -> _JSONResponse:
-                return _JSONResponse({"status": "not ready", "reason": "release broken on purpose"}, status_code=503)
-            """
-        )
-    )
-    tag = "deploycheck/api:e2e-broken-ready"
+    main.write_text(main.read_text() + textwrap.dedent(fault))
+    tag = f"deploycheck/api:e2e-{name}"
     docker.from_env().images.build(path=str(context), tag=tag, rm=True)
     return tag
+
+
+def build_broken_ready_api(tmp_path: Path) -> str:
+    """A release of the API whose /ready always fails: the real app with its /ready route replaced."""
+    return build_api_variant(
+        tmp_path,
+        "broken-ready",
+        """
+
+        # e2e fault: this release's readiness is broken on purpose.
+        from fastapi.responses import JSONResponse as _JSONResponse
+
+        app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) != "/ready"]
+
+
+        @app.get("/ready")
+        def _broken_ready() -> _JSONResponse:
+            return _JSONResponse({"status": "not ready", "reason": "release broken on purpose"}, status_code=503)
+        """,
+    )
+
+
+def build_crashing_api(tmp_path: Path) -> str:
+    """A release of the API that dies at import: its container exits at once, and its restart policy loops."""
+    return build_api_variant(tmp_path, "crashing", '\n\nraise RuntimeError("e2e fault: this release cannot start")\n')
 
 
 def coordinator_sql(deploy: Deploy, query: str) -> str:
@@ -222,6 +230,16 @@ def coordinator_sql(deploy: Deploy, query: str) -> str:
     code, output = container.exec_run(["psql", "-X", "-U", "deploycheck", "-d", "deploycheck", "-Atc", query])
     assert code == 0, output.decode(errors="replace")
     return str(output.decode().strip())
+
+
+def row_ids(deploy: Deploy) -> tuple[set[int], set[int]]:
+    """The ids of every store and every order, read through the coordinator from the workers' shards."""
+
+    def ids(table: str) -> set[int]:
+        text = coordinator_sql(deploy, f"SELECT coalesce(string_agg(id::text, ','), '') FROM {table}")
+        return {int(value) for value in text.split(",") if value}
+
+    return ids("stores"), ids("orders")
 
 
 def count_rows(deploy: Deploy) -> tuple[int, int]:

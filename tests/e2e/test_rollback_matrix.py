@@ -1,0 +1,254 @@
+"""The rollback fault matrix: each case goes from a known good release A to a release B that fails, and
+asserts that the right failure is reported, that release A serves again, that every row written before the
+deploy is still there, and that the reports explain it.
+
+One environment serves the whole matrix: A is deployed once with rows written through the API, and every
+case starts by deploying A again, which, A being current and healthy, changes nothing and only verifies.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import requests
+
+from tests.e2e.conftest import (
+    TOKEN_MARKER,
+    Deploy,
+    build_crashing_api,
+    coordinator_sql,
+    free_ports,
+    remove_project,
+    row_ids,
+    tag_release_images,
+)
+
+pytestmark = pytest.mark.e2e
+
+GOOD_RELEASES = ("A", "B-worker-stopped", "B-worker-killed", "B-nginx", "B-sigint", "B-sigterm")
+
+
+@dataclass
+class Matrix:
+    deploy: Deploy
+    releases_override: str  # image: deploycheck/api-e2e:${RELEASE}
+
+    def environment(self, *overrides: str) -> None:
+        self.deploy.write_environment(overrides=[self.releases_override, *overrides], stage_timeout=20)
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
+    directory = tmp_path_factory.mktemp("matrix")
+    deploy = Deploy(name="matrix", project=f"dce2e-matrix-{os.getpid()}", directory=directory, ports=free_ports(3))
+    image = tag_release_images(directory, good=GOOD_RELEASES, broken="B-never-ready")
+    docker.from_env().images.get(build_crashing_api(directory)).tag("deploycheck/api-e2e", tag="B-crash-loop")
+    matrix = Matrix(deploy, deploy.override("releases.yaml", f"services:\n  api:\n    image: {image}\n"))
+    matrix.environment()
+    first = deploy.run("--release=A")
+    assert first.returncode == 0, first.stdout[-5000:]
+    api = f"http://127.0.0.1:{deploy.ports[1]}"
+    token = {"Authorization": f"Bearer {TOKEN_MARKER}"}
+    for i in range(5):
+        store = requests.post(f"{api}/stores", json={"name": f"kept-{i}"}, headers=token, timeout=10).json()
+        for item in ("tea", "cake"):
+            requests.post(
+                f"{api}/stores/{store['id']}/orders",
+                json={"item": item, "amount_cents": 100 + i},
+                headers=token,
+                timeout=10,
+            ).raise_for_status()
+    yield matrix
+    remove_project(deploy.project)
+    shutil.rmtree(deploy.state_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def from_a(matrix: Matrix) -> tuple[set[int], set[int]]:
+    """Release A current and serving (a re-deploy of A, which changes nothing); the rows it holds."""
+    matrix.environment()
+    again = matrix.deploy.run("--release=A")
+    assert again.returncode == 0, again.stdout[-5000:]
+    return row_ids(matrix.deploy)
+
+
+def _assert_a_is_back(
+    matrix: Matrix, result: subprocess.CompletedProcess[str] | str, rows_before: tuple[set[int], set[int]]
+) -> dict[str, Any]:
+    """A serves again with every row written before the deploy, and the reports say what happened."""
+    deploy = matrix.deploy
+    output = result if isinstance(result, str) else result.stdout
+    summary = deploy.summary()
+    assert summary["outcome"] == "failed"
+    assert summary["previous_release"] == "A"
+    rollback = summary["rollback"]
+    assert rollback["performed"] is True and rollback["outcome"] == "passed", rollback
+    assert rollback["restored_release"] == "A"
+    assert any("verified release A" in action for action in rollback["actions"]), rollback["actions"]
+    api = f"http://127.0.0.1:{deploy.ports[1]}"
+    assert requests.get(f"{api}/version", timeout=10).json()["release"] == "A"
+    assert requests.get(f"http://127.0.0.1:{deploy.ports[2]}/ready", timeout=10).status_code == 200
+    stores_after, orders_after = row_ids(deploy)
+    assert rows_before[0] <= stores_after and rows_before[1] <= orders_after, "rows written before B were lost"
+    report = (deploy.reports / "report.html").read_text()
+    assert "restored release: A" in report and "deploycheck-rollback" in report
+    assert "[deploycheck] rollback: passed in" in output
+    if not isinstance(result, str):
+        deploy.assert_no_secret_leaked(result)
+    print(
+        f"\nmatrix figures: rollback {rollback['seconds']:.1f} s; rows before: {len(rows_before[0])} stores, "
+        f"{len(rows_before[1])} orders; after: {len(stores_after)} stores, {len(orders_after)} orders"
+    )
+    return summary
+
+
+def _failed_stage(summary: dict[str, Any]) -> dict[str, Any]:
+    failed = [s for s in summary["stages"] if s["outcome"] == "failed"]
+    assert len(failed) == 1, summary["stages"]
+    return dict(failed[0])
+
+
+def _run_until(deploy: Deploy, line: str, act: Callable[[subprocess.Popen[str]], None], *args: str) -> tuple[int, str]:
+    """Start a deploy in the background; when ``line`` appears in its output, ``act`` on it; return its exit."""
+    process = deploy.start(*args)
+    assert process.stdout is not None
+    seen = []
+    for text in process.stdout:
+        seen.append(text)
+        if line in text:
+            act(process)
+            break
+    output = "".join(seen) + process.communicate(timeout=600)[0]
+    return process.returncode, output
+
+
+def _container(matrix: Matrix, service: str) -> docker.models.containers.Container:
+    return docker.from_env().containers.get(f"{matrix.deploy.project}-{service}-1")
+
+
+def test_re_deploy_of_the_current_release_recreates_nothing_and_only_verifies(matrix: Matrix) -> None:
+    matrix.environment()
+    before = matrix.deploy.containers()
+    result = matrix.deploy.run("--release=A")
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert "release A is already current and healthy: nothing to change" in result.stdout
+    summary = matrix.deploy.summary()
+    assert summary["mode"] == "already-current" and summary["outcome"] == "passed"
+    assert [s["name"] for s in summary["stages"]] == ["preflight"]
+    assert summary["checks"]["passed"] > 0 and summary["checks"]["failed"] == 0
+    assert matrix.deploy.containers() == before, "a re-deploy of the current release must recreate nothing"
+
+
+def test_worker_stopped_during_the_citus_stage(matrix: Matrix, from_a: tuple[set[int], set[int]]) -> None:
+    def stop_worker(process: subprocess.Popen[str]) -> None:
+        process.send_signal(signal.SIGSTOP)  # hold the deploy at the start of its citus stage
+        try:
+            _container(matrix, "worker-2").stop(timeout=5)
+        finally:
+            process.send_signal(signal.SIGCONT)
+
+    code, output = _run_until(matrix.deploy, "stage citus: started", stop_worker, "--release=B-worker-stopped")
+    assert code == 1, output[-5000:]
+    summary = _assert_a_is_back(matrix, output, from_a)
+    stage = _failed_stage(summary)
+    assert stage["name"] == "citus" and "worker-2" in stage["reason"], stage
+
+
+def test_worker_killed_during_the_checks(matrix: Matrix, from_a: tuple[set[int], set[int]]) -> None:
+    code, output = _run_until(
+        matrix.deploy,
+        "checks/test_api.py",
+        lambda process: _container(matrix, "worker-2").kill(),
+        "--release=B-worker-killed",
+    )
+    assert code == 1, output[-5000:]
+    summary = _assert_a_is_back(matrix, output, from_a)
+    assert all(s["outcome"] == "passed" for s in summary["stages"]), summary["stages"]
+    failed = summary["failed_checks"]
+    assert failed and any("worker-2" in check["reason"] for check in failed), failed
+
+
+def test_migration_that_passes_but_the_api_never_becomes_ready(
+    matrix: Matrix, from_a: tuple[set[int], set[int]], tmp_path: Path
+) -> None:
+    migrations = tmp_path / "migrations-b"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "stack" / "migrations", migrations)
+    (migrations / "0002_release_b_audit.sql").write_text("CREATE TABLE release_b_audit (note text);\n")
+    matrix.deploy.write_environment(overrides=[matrix.releases_override], stage_timeout=20, migrations=migrations)
+    result = matrix.deploy.run("--release=B-never-ready")
+    assert result.returncode == 1, result.stdout[-5000:]
+    summary = _assert_a_is_back(matrix, result, from_a)
+    stage = _failed_stage(summary)
+    assert stage["name"] == "api" and "release broken on purpose" in stage["reason"], stage
+    assert summary["rollback"]["database_restored"] is True
+    assert row_ids(matrix.deploy) == from_a, "the database must be exactly as before B"
+    assert summary["migrations_applied"] == ["0002_release_b_audit.sql"]
+    applied = coordinator_sql(
+        matrix.deploy, "SELECT string_agg(version, ',' ORDER BY version) FROM deploycheck_schema_migrations"
+    )
+    assert applied == "0001_create_stores_and_orders.sql", "B's migration must be undone"
+    assert coordinator_sql(matrix.deploy, "SELECT to_regclass('release_b_audit') IS NULL") == "t"
+    print(f"matrix figures: database restore {summary['rollback']['database_restore_seconds']:.1f} s")
+
+
+def test_broken_nginx_config(matrix: Matrix, from_a: tuple[set[int], set[int]]) -> None:
+    template = matrix.deploy.directory / "broken.conf.template"
+    template.write_text("server {\n    listen 80;\n    proxy_pass_everything_please on;\n}\n")
+    broken = matrix.deploy.override(
+        "broken-nginx.yaml",
+        f"services:\n  nginx:\n    volumes:\n      - {template}:/etc/nginx/templates/default.conf.template:ro\n",
+    )
+    matrix.environment(broken)
+    started = time.monotonic()
+    result = matrix.deploy.run("--release=B-nginx")
+    assert result.returncode == 1, result.stdout[-5000:]
+    summary = _assert_a_is_back(matrix, result, from_a)
+    stage = _failed_stage(summary)
+    assert stage["name"] == "proxy" and 'unknown directive "proxy_pass_everything_please"' in stage["reason"], stage
+    assert time.monotonic() - started < 120
+    # A's configuration came back with A: the broken template is not mounted any more.
+    mounts = [m["Destination"] for m in _container(matrix, "nginx").attrs["Mounts"]]
+    assert "/etc/nginx/templates/default.conf.template" not in mounts
+
+
+def test_api_container_that_crash_loops(matrix: Matrix, from_a: tuple[set[int], set[int]]) -> None:
+    matrix.deploy.write_environment(overrides=[matrix.releases_override], stage_timeout=120)
+    result = matrix.deploy.run("--release=B-crash-loop")
+    assert result.returncode == 1, result.stdout[-5000:]
+    summary = _assert_a_is_back(matrix, result, from_a)
+    stage = _failed_stage(summary)
+    assert stage["name"] == "api" and "while starting" in stage["reason"], stage
+    assert stage["seconds"] < 60, "a container that exits must fail its stage at once, not at the deadline"
+    report = (matrix.deploy.reports / "report.html").read_text()
+    assert "e2e fault: this release cannot start" in report, "the crashing container's logs must be in the report"
+
+
+@pytest.mark.parametrize(
+    ("signum", "line", "release"),
+    [
+        (signal.SIGINT, "stage database: started", "B-sigint"),
+        (signal.SIGTERM, "checks/test_api.py", "B-sigterm"),
+    ],
+    ids=["ctrl-c-during-the-database-stage", "sigterm-during-the-checks"],
+)
+def test_interrupt(
+    matrix: Matrix, from_a: tuple[set[int], set[int]], signum: signal.Signals, line: str, release: str
+) -> None:
+    code, output = _run_until(matrix.deploy, line, lambda process: process.send_signal(signum), f"--release={release}")
+    assert code == pytest.ExitCode.INTERRUPTED, output[-5000:]
+    summary = _assert_a_is_back(matrix, output, from_a)
+    assert summary["interrupted"] is True
+    cut = [s["name"] for s in summary["stages"] if s["reason"] == "interrupted"]
+    assert cut == (["database"] if signum == signal.SIGINT else []), summary["stages"]
+    if signum == signal.SIGTERM:
+        assert all(s["outcome"] == "passed" for s in summary["stages"]), "SIGTERM came during the checks"
