@@ -295,7 +295,9 @@ def pytest_html_report_title(report: object) -> None:
     config = _CONFIG[0] if _CONFIG else None
     if config is not None and RUN_RECORD in config.stash:
         record = config.stash[RUN_RECORD]
-        report.title = f"deploycheck: {record.environment} release {record.release}"  # type: ignore[attr-defined]
+        # Asked before the checks run: a verify-only run learns the running release only later (from the stack).
+        what = "verify-only" if record.mode == "verify-only" else f"release {record.release}"
+        report.title = f"deploycheck: {record.environment} {what}"  # type: ignore[attr-defined]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
