@@ -82,7 +82,7 @@ def ensure_built(client: docker.DockerClient, spec: ImageSpec, extra_tags: tuple
         raise ImageBuildFailed(f"{spec.context}/Dockerfile is missing: restore the stack folder from git")
     reference = content_tag(spec)
     if not image_exists(client, reference):
-        repository, tag = reference.split(":", 1)
+        repository = spec.repository
         log.info("building %s from %s", reference, spec.context.relative_to(ROOT))
         try:
             image, _ = client.images.build(
@@ -97,8 +97,7 @@ def ensure_built(client: docker.DockerClient, spec: ImageSpec, extra_tags: tuple
             raise ImageBuildFailed(f"building {repository} from {spec.context} failed: {error.msg}\n{tail}") from error
     image = client.images.get(reference)
     for extra in extra_tags:
-        repository, tag = extra.rsplit(":", 1)
-        image.tag(repository, tag=tag)
+        image.tag(*split_reference(extra))
     return reference
 
 
@@ -118,10 +117,14 @@ def try_pull(reference: str) -> bool:
     return result.returncode == 0
 
 
+STANDIN_LABEL = "org.deploycheck.standin"  # set by the stand-in's Dockerfile, so a retagged stand-in still tells
+
+
 def resolve_citus_image(client: docker.DockerClient, wanted: str) -> CitusImage:
     """The configured Citus image if it is here or can be pulled, else the stand-in (built when missing)."""
     if wanted != STANDIN_CITUS_IMAGE and (image_exists(client, wanted) or try_pull(wanted)):
-        return CitusImage(wanted, is_standin=False)
+        labels = client.images.get(wanted).labels or {}
+        return CitusImage(wanted, is_standin=labels.get(STANDIN_LABEL) == "citus")
     if wanted != STANDIN_CITUS_IMAGE:
         log.info(
             "%s cannot be had here: using the offline stand-in %s, which is NOT Citus", wanted, STANDIN_CITUS_IMAGE
@@ -151,6 +154,14 @@ def preferred_citus_image(wanted: str) -> str:
         # The official image could not be had last time; keep the stand-in until set-up is asked to retry.
         return STANDIN_CITUS_IMAGE
     return wanted
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """``repository:tag`` -> (repository, tag); no tag means ``latest`` (a registry's port is no tag)."""
+    repository, _, tag = reference.rpartition(":")
+    if not repository or "/" in tag:
+        return reference, "latest"
+    return repository, tag
 
 
 def ensure_all(client: docker.DockerClient, wanted_citus: str) -> tuple[CitusImage, dict[str, str]]:

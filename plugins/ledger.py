@@ -19,7 +19,7 @@ class Release:
     id: str
     started_at: float
     images: dict[str, str]  # service -> image reference (tag), e.g. {"api": "deploycheck/api:abc123"}
-    image_ids: dict[str, str]  # service -> image id, so a release is known even if its tag moves
+    image_ids: dict[str, str]  # api, nginx, citus -> image id, so a release is known even if its tag moves
     citus_image: str
     # The release's whole Compose model (``docker compose config --no-interpolate``, secrets left as ${...}),
     # so a rollback brings back its configuration as well as its images. "" in ledgers written before it.

@@ -32,7 +32,8 @@ def already_current(environment: Environment, release: str, connect: Callable[[]
             built = client.images.get(image_store.content_tag(spec))
             if built.id != current.image_ids.get(key):
                 return False  # the image's files changed since the release was deployed
-        if image_store.preferred_citus_image(environment.citus_image) != current.citus_image:
+        citus = image_store.preferred_citus_image(environment.citus_image)
+        if citus != current.citus_image or client.images.get(citus).id != current.image_ids.get("citus"):
             return False
         services = ["coordinator", *environment.worker_services, "api", "nginx"]
         containers = project_containers(client, environment.compose_project)

@@ -23,6 +23,7 @@ from plugins import backup
 from plugins.commands import CommandFailed, Compose, compose_for
 from plugins.containers import WaitFailed, project_containers, wait_healthy, wait_http_ok
 from plugins.environment import Environment
+from plugins.images import split_reference
 from plugins.ledger import Ledger, Release
 from plugins.record import RunRecord
 
@@ -94,6 +95,28 @@ def compose_of(release: Release, environment: Environment) -> Compose:
     return compose_for(environment, release.citus_image, release.id, release.images, configuration=snapshot)
 
 
+def _pin_citus_image(release: Release, client: docker.DockerClient, actions: list[str]) -> None:
+    """Point the Citus image's tag back at the build ``release`` ran, if the tag has moved since."""
+    recorded = release.image_ids.get("citus")
+    if not recorded:
+        return  # a ledger entry from before Citus image ids were kept
+    try:
+        if client.images.get(release.citus_image).id == recorded:
+            return
+    except docker.errors.ImageNotFound:
+        pass
+    try:
+        image = client.images.get(recorded)
+    except docker.errors.ImageNotFound:
+        actions.append(
+            f"the Citus image {release.citus_image} of release {release.id} ({recorded[:19]}) is gone: "
+            "running the one tagged now"
+        )
+        return
+    image.tag(*split_reference(release.citus_image))
+    actions.append(f"pointed {release.citus_image} back at the build release {release.id} ran ({recorded[:19]})")
+
+
 def restore_release(release_id: str, environment: Environment, client: docker.DockerClient, actions: list[str]) -> None:
     """A release's images and configuration for the whole stack, then verified; what was done goes to ``actions``."""
     previous = Ledger(environment.ledger_file).good(release_id)
@@ -102,6 +125,7 @@ def restore_release(release_id: str, environment: Environment, client: docker.Do
             f"release {release_id} never deployed green: it is not in the ledger {environment.ledger_file}"
         )
     compose = compose_of(previous, environment)
+    _pin_citus_image(previous, client, actions)
     services = ["coordinator", *environment.worker_services, "api", "nginx"]
     compose.up(services, timeout=environment.timeouts.stage)
     configuration = (

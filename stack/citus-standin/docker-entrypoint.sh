@@ -305,6 +305,10 @@ _main() {
 		fi
 	fi
 
+	if [ "$1" = 'postgres' ]; then
+		# Wherever it runs, the stand-in says what it is: its log is the first place a person looks.
+		echo >&2 "deploycheck Citus stand-in: PostgreSQL ${PG_MAJOR} with a PL/pgSQL emulation of the Citus 13 SQL surface. This is NOT Citus."
+	fi
 	exec "$@"
 }
 

@@ -66,6 +66,7 @@ class Deploy:
         overrides: Sequence[str] = (),
         stage_timeout: int = 120,
         migrations: Path = ROOT / "stack" / "migrations",
+        citus_image: str = "citusdata/citus:13.0",
     ) -> None:
         files = [str(ROOT / "stack" / "compose.yaml"), *overrides]
         coordinator, api, proxy = self.ports
@@ -78,7 +79,7 @@ class Deploy:
                 migrations_dir = "{migrations}"
                 expected_workers = 2
                 docker_host = ""
-                citus_image = "citusdata/citus:13.0"
+                citus_image = "{citus_image}"
                 database = {{ name = "deploycheck", user = "deploycheck" }}
                 timeouts = {{ stage = {stage_timeout}, check = 10 }}
                 rollback = {{ purge_volumes = false }}
@@ -105,9 +106,16 @@ class Deploy:
         )
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        """The suite in the background, its output readable line by line (for interrupt tests)."""
+        """The suite in the background, its output readable line by line (for interrupt tests), in a process
+        group of its own, as a command started from a terminal: Ctrl+C there signals the whole group."""
         return subprocess.Popen(
-            self.argv(*args), cwd=ROOT, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            self.argv(*args),
+            cwd=ROOT,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         )
 
     def env(self) -> dict[str, str]:

@@ -22,7 +22,9 @@ import docker
 import pytest
 import requests
 
+from plugins.images import preferred_citus_image, split_reference
 from tests.e2e.conftest import (
+    ROOT,
     TOKEN_MARKER,
     Deploy,
     build_crashing_api,
@@ -35,6 +37,8 @@ from tests.e2e.conftest import (
 
 pytestmark = pytest.mark.e2e
 
+# The matrix's own tag of the Citus image set-up chose, so a case can move it as a new Citus build would.
+CITUS_IMAGE = "deploycheck/citus-e2e:13.0"
 GOOD_RELEASES = ("A", "B-worker-stopped", "B-worker-killed", "B-nginx", "B-sigint", "B-sigterm")
 
 
@@ -43,16 +47,24 @@ class Matrix:
     deploy: Deploy
     releases_override: str  # image: deploycheck/api-e2e:${RELEASE}
 
-    def environment(self, *overrides: str) -> None:
-        self.deploy.write_environment(overrides=[self.releases_override, *overrides], stage_timeout=20)
+    def environment(self, *overrides: str, stage_timeout: int = 20, migrations: Path | None = None) -> None:
+        self.deploy.write_environment(
+            overrides=[self.releases_override, *overrides],
+            stage_timeout=stage_timeout,
+            migrations=migrations or ROOT / "stack" / "migrations",
+            citus_image=CITUS_IMAGE,
+        )
 
 
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
     directory = tmp_path_factory.mktemp("matrix")
     deploy = Deploy(name="matrix", project=f"dce2e-matrix-{os.getpid()}", directory=directory, ports=free_ports(3))
+    client = docker.from_env()
+    client.images.get(preferred_citus_image("citusdata/citus:13.0")).tag(*split_reference(CITUS_IMAGE))
     image = tag_release_images(directory, good=GOOD_RELEASES, broken="B-never-ready")
-    docker.from_env().images.get(build_crashing_api(directory)).tag("deploycheck/api-e2e", tag="B-crash-loop")
+    client.images.get(build_crashing_api(directory)).tag("deploycheck/api-e2e", tag="B-crash-loop")
+    client.images.get("deploycheck/api-e2e:B-never-ready").tag("deploycheck/api-e2e", tag="B-new-citus")
     matrix = Matrix(deploy, deploy.override("releases.yaml", f"services:\n  api:\n    image: {image}\n"))
     matrix.environment()
     first = deploy.run("--release=A")
@@ -79,6 +91,7 @@ def from_a(matrix: Matrix) -> tuple[set[int], set[int]]:
     matrix.environment()
     again = matrix.deploy.run("--release=A")
     assert again.returncode == 0, again.stdout[-5000:]
+    print(f"\nmatrix: release A before the case: {matrix.deploy.summary()['mode']}")
     return row_ids(matrix.deploy)
 
 
@@ -182,9 +195,9 @@ def test_migration_that_passes_but_the_api_never_becomes_ready(
     matrix: Matrix, from_a: tuple[set[int], set[int]], tmp_path: Path
 ) -> None:
     migrations = tmp_path / "migrations-b"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "stack" / "migrations", migrations)
+    shutil.copytree(ROOT / "stack" / "migrations", migrations)
     (migrations / "0002_release_b_audit.sql").write_text("CREATE TABLE release_b_audit (note text);\n")
-    matrix.deploy.write_environment(overrides=[matrix.releases_override], stage_timeout=20, migrations=migrations)
+    matrix.environment(migrations=migrations)
     result = matrix.deploy.run("--release=B-never-ready")
     assert result.returncode == 1, result.stdout[-5000:]
     summary = _assert_a_is_back(matrix, result, from_a)
@@ -222,7 +235,7 @@ def test_broken_nginx_config(matrix: Matrix, from_a: tuple[set[int], set[int]]) 
 
 
 def test_api_container_that_crash_loops(matrix: Matrix, from_a: tuple[set[int], set[int]]) -> None:
-    matrix.deploy.write_environment(overrides=[matrix.releases_override], stage_timeout=120)
+    matrix.environment(stage_timeout=120)
     result = matrix.deploy.run("--release=B-crash-loop")
     assert result.returncode == 1, result.stdout[-5000:]
     summary = _assert_a_is_back(matrix, result, from_a)
@@ -233,22 +246,58 @@ def test_api_container_that_crash_loops(matrix: Matrix, from_a: tuple[set[int], 
     assert "e2e fault: this release cannot start" in report, "the crashing container's logs must be in the report"
 
 
-@pytest.mark.parametrize(
-    ("signum", "line", "release"),
-    [
-        (signal.SIGINT, "stage database: started", "B-sigint"),
-        (signal.SIGTERM, "checks/test_api.py", "B-sigterm"),
-    ],
-    ids=["ctrl-c-during-the-database-stage", "sigterm-during-the-checks"],
-)
-def test_interrupt(
-    matrix: Matrix, from_a: tuple[set[int], set[int]], signum: signal.Signals, line: str, release: str
+def test_new_citus_build_with_a_release_that_fails(
+    matrix: Matrix, from_a: tuple[set[int], set[int]], tmp_path: Path
 ) -> None:
-    code, output = _run_until(matrix.deploy, line, lambda process: process.send_signal(signum), f"--release={release}")
+    """The Citus image's tag moves to a new build, and B, deployed on it, fails: A comes back on A's build."""
+    client = docker.from_env()
+    build_of_a = client.images.get(CITUS_IMAGE).id
+    (tmp_path / "Dockerfile").write_text(f"FROM {CITUS_IMAGE}\nLABEL org.deploycheck.e2e=new-citus-build\n")
+    new_build, _ = client.images.build(path=str(tmp_path), tag=CITUS_IMAGE, rm=True)
+    try:
+        assert new_build.id != build_of_a
+        matrix.environment()
+        result = matrix.deploy.run("--release=B-new-citus")
+        assert result.returncode == 1, result.stdout[-5000:]
+        summary = _assert_a_is_back(matrix, result, from_a)
+        assert _failed_stage(summary)["name"] == "api"
+        assert any(f"pointed {CITUS_IMAGE} back" in action for action in summary["rollback"]["actions"])
+        assert client.images.get(CITUS_IMAGE).id == build_of_a
+        for node in ("coordinator", "worker-1", "worker-2"):
+            assert _container(matrix, node).image.id == build_of_a, f"{node} must run A's Citus build again"
+    finally:
+        client.images.get(build_of_a).tag(*split_reference(CITUS_IMAGE))
+
+
+def test_ctrl_c_during_the_database_stage(matrix: Matrix, from_a: tuple[set[int], set[int]]) -> None:
+    """B changes the coordinator's configuration, so its database stage recreates it; Ctrl+C in the terminal
+    (SIGINT to the whole process group, Compose included) lands while it does."""
+    changed = matrix.deploy.override(
+        "b-coordinator.yaml", "services:\n  coordinator:\n    labels:\n      org.deploycheck.e2e: release-b\n"
+    )
+    matrix.environment(changed)
+
+    def ctrl_c(process: subprocess.Popen[str]) -> None:
+        time.sleep(1)  # Compose is recreating the coordinator by now
+        os.killpg(process.pid, signal.SIGINT)
+
+    code, output = _run_until(matrix.deploy, "stage database: started", ctrl_c, "--release=B-sigint")
     assert code == pytest.ExitCode.INTERRUPTED, output[-5000:]
     summary = _assert_a_is_back(matrix, output, from_a)
     assert summary["interrupted"] is True
-    cut = [s["name"] for s in summary["stages"] if s["reason"] == "interrupted"]
-    assert cut == (["database"] if signum == signal.SIGINT else []), summary["stages"]
-    if signum == signal.SIGTERM:
-        assert all(s["outcome"] == "passed" for s in summary["stages"]), "SIGTERM came during the checks"
+    assert [s["name"] for s in summary["stages"] if s["reason"] == "interrupted"] == ["database"], summary["stages"]
+    labels = _container(matrix, "coordinator").labels
+    assert "org.deploycheck.e2e" not in labels, "A's configuration of the coordinator must come back"
+
+
+def test_sigterm_during_the_checks(matrix: Matrix, from_a: tuple[set[int], set[int]]) -> None:
+    code, output = _run_until(
+        matrix.deploy,
+        "checks/test_api.py",
+        lambda process: process.send_signal(signal.SIGTERM),
+        "--release=B-sigterm",
+    )
+    assert code == pytest.ExitCode.INTERRUPTED, output[-5000:]
+    summary = _assert_a_is_back(matrix, output, from_a)
+    assert summary["interrupted"] is True
+    assert all(s["outcome"] == "passed" for s in summary["stages"]), "SIGTERM came during the checks"

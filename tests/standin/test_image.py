@@ -37,6 +37,15 @@ def test_citus_version_parses_and_says_stand_in(cluster: Cluster, conn: psycopg.
         assert "stand-in" in full and "not Citus" in full
 
 
+def test_the_stand_in_says_in_its_log_that_it_is_not_citus(cluster: Cluster) -> None:
+    for node in cluster.nodes:
+        log = node.container.logs().decode(errors="replace")
+        if cluster.is_standin:
+            assert "deploycheck Citus stand-in" in log and "This is NOT Citus." in log, node.name
+        else:
+            assert "stand-in" not in log, node.name
+
+
 def test_every_node_runs_the_same_citus(conn: psycopg.Connection[Any]) -> None:
     for probe in ("SELECT extversion FROM pg_extension WHERE extname='citus'", "SELECT citus_version()"):
         same = conn.execute(
