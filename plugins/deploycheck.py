@@ -122,9 +122,12 @@ def pytest_configure(config: pytest.Config) -> None:
                 f"choose one of {choices} (from {environment.ledger_file})."
             )
         mode, release = "rollback-to", str(rollback_to)
-    connect = lambda: client_for(environment.docker_host)  # noqa: E731  # asked only if the ledger says so
-    if mode == "deploy" and not config.option.collectonly and redeploy.already_current(environment, release, connect):
-        mode = "already-current"
+    redeploy_reason: str | None = ""
+    if mode == "deploy" and not config.option.collectonly:
+        connect = lambda: client_for(environment.docker_host)  # noqa: E731  # asked only if the ledger says so
+        redeploy_reason = redeploy.why_redeploy(environment, release, connect)
+        if redeploy_reason is None:
+            mode = "already-current"
     config.stash[ENVIRONMENT] = environment
     config.stash[RUN_RECORD] = RunRecord(
         environment=environment.name,
@@ -132,6 +135,7 @@ def pytest_configure(config: pytest.Config) -> None:
         release=release,
         citus_image=environment.citus_image,
         compose_project=environment.compose_project,
+        redeploy_reason=redeploy_reason or "",
     )
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     _update_metadata(config)

@@ -79,6 +79,7 @@ class RunRecord:
     migrations_applied: list[str] = field(default_factory=list)
     backup_folder: str | None = None  # the backup the backup stage took, if a database was running
     backup_bytes: int = 0
+    redeploy_reason: str = ""  # why the current release is deployed again instead of only verified
 
     @property
     def failed_stage(self) -> StageRecord | None:

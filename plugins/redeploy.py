@@ -1,8 +1,9 @@
 """Is the release being deployed already the current, healthy one? Then there is nothing to change.
 
 A deploy of the ledger's current release, with the same images built from the same files, onto a stack that
-Compose would leave exactly as it is (its own dry run) and whose containers are all healthy, changes nothing:
-it only verifies, with the smoke checks. Anything else, or any doubt, is a full deploy.
+Compose would leave exactly as it is (its own dry run), whose containers are all healthy and whose database
+has no migration pending, changes nothing: it only verifies, with the smoke checks. Anything else, or any
+doubt, is a full deploy.
 """
 
 from __future__ import annotations
@@ -11,39 +12,54 @@ from collections.abc import Callable
 
 import docker
 import docker.errors
+import psycopg
 
+from fixtures.migrations import pending
+from fixtures.stack import coordinator_connection
 from plugins import images as image_store
 from plugins.commands import CommandFailed, compose_for
-from plugins.containers import State, project_containers
+from plugins.containers import State, WaitFailed, project_containers, wait_healthy
 from plugins.environment import Environment
 from plugins.ledger import Ledger
+from plugins.stages import StageFailed
 
 
-def already_current(environment: Environment, release: str, connect: Callable[[], docker.DockerClient]) -> bool:
-    """True when deploying ``release`` would change nothing. Read-only; the engine is asked only when the
-    ledger says ``release`` is current."""
+def why_redeploy(environment: Environment, release: str, connect: Callable[[], docker.DockerClient]) -> str | None:
+    """None when deploying ``release`` would change nothing; otherwise why it must be deployed, when the ledger
+    names it current (a person re-deploying it wants to know), or "" when it is simply another release.
+    Read-only; the engine is asked only when the ledger says ``release`` is current."""
     ledger = Ledger(environment.ledger_file)
     current = ledger.current()
-    if current is None or current.id != release or ledger.unfinished():
-        return False
+    if current is None or current.id != release:
+        return ""
+    if ledger.unfinished():
+        return f"an earlier run left {', '.join(ledger.unfinished())} unfinished"
     try:
         client = connect()
         for key, spec in (("api", image_store.API), ("nginx", image_store.NGINX)):
-            built = client.images.get(image_store.content_tag(spec))
-            if built.id != current.image_ids.get(key):
-                return False  # the image's files changed since the release was deployed
+            if client.images.get(image_store.content_tag(spec)).id != current.image_ids.get(key):
+                return f"the {key} image's files changed since release {release} was deployed"
         citus = image_store.preferred_citus_image(environment.citus_image)
         if citus != current.citus_image or client.images.get(citus).id != current.image_ids.get("citus"):
-            return False
+            return f"the Citus image is now {citus}, not the build release {release} ran"
         services = ["coordinator", *environment.worker_services, "api", "nginx"]
         containers = project_containers(client, environment.compose_project)
+        starting = []
         for service in services:
             if service not in containers:
-                return False
+                return f"{service} has no container"
             state = State.of(containers[service])
-            if state.status != "running" or state.health not in ("healthy", None):
-                return False
-        compose = compose_for(environment, current.citus_image, current.id, current.images)
-        return not compose.would_change(services)
-    except (docker.errors.DockerException, CommandFailed):
-        return False
+            if state.status != "running" or state.health not in ("healthy", "starting", None):
+                return f"{service} is {state.describe()}"
+            if state.health == "starting":
+                starting.append(service)
+        if starting:  # just (re)started, e.g. by the last run's disruptive check: healthy soon, or not current
+            wait_healthy(client, environment.compose_project, starting, environment.timeouts.check)
+        changes = compose_for(environment, current.citus_image, current.id, current.images).would_change(services)
+        if changes:
+            return f"Compose would change the stack ({changes[0].strip()})"
+        with coordinator_connection(environment) as conn:
+            todo = pending(conn, environment.migrations_dir)  # a migration added under the same release id
+        return f"migration {todo[0].name} is pending" if todo else None
+    except (docker.errors.DockerException, CommandFailed, psycopg.Error, StageFailed, WaitFailed) as error:
+        return f"its state could not be read ({str(error).splitlines()[0] if str(error) else type(error).__name__})"

@@ -193,6 +193,8 @@ def test_release_b_that_fails_rolls_back_to_release_a_with_its_data(deploy: Depl
     again = deploy.run("--release=A")
     assert again.returncode == 0, again.stdout[-5000:]
     assert deploy.containers() == containers_of_a, "re-deploying the current release must recreate nothing"
+    redeployed = [line for line in again.stdout.splitlines() if "deploying it again" in line]
+    assert deploy.summary()["mode"] == "already-current", redeployed
 
     api = deploy.ports[1]
     token = {"Authorization": f"Bearer {TOKEN_MARKER}"}
