@@ -96,7 +96,9 @@ class RunRecord:
             "checks_started_at": min((c.started_at for c in ran), default=None),
             "checks_finished_at": max((c.started_at + c.seconds for c in ran), default=None),
             "rollback_started_at": self.rollback.started_at or None,
-            "rollback_finished_at": (self.rollback.started_at + self.rollback.seconds) if self.rollback.performed else None,
+            "rollback_finished_at": (self.rollback.started_at + self.rollback.seconds)
+            if self.rollback.performed
+            else None,
         }
 
     @property

@@ -136,7 +136,9 @@ def markdown_table(figures: Sequence[Figure]) -> str:
     ]
     for f in figures:
         unit = "" if f.unit == "ratio" else f" {f.unit}"
-        target = "" if f.target is None else f"{'max' if f.target.on == 'maximum' else 'median'} ≤ {f.target.limit:g}{unit}"
+        target = (
+            "" if f.target is None else f"{'max' if f.target.on == 'maximum' else 'median'} ≤ {f.target.limit:g}{unit}"
+        )
         met = {None: "", True: "yes", False: "**no**"}[f.met]
         name = f"{f.name} ({f.note})" if f.note else f.name
         cells = [_number(v, f.unit) + unit for v in (f.stats.median, f.stats.minimum, f.stats.maximum)]
@@ -537,7 +539,9 @@ def scenario_failfast(runner: Runner, results: Results, runs: int) -> None:
         )
 
 
-def _rollback_runs(runner: Runner, results: Results, bench: Bench, runs: int, migration: Path | None) -> list[PytestRun]:
+def _rollback_runs(
+    runner: Runner, results: Results, bench: Bench, runs: int, migration: Path | None
+) -> list[PytestRun]:
     import requests
 
     runner.reset(bench)
@@ -651,7 +655,9 @@ def benches(workdir: Path) -> list[Bench]:
         Bench("rollback", (41301, 41302, 41303), overrides=(releases,), stage_timeout=15),
         Bench("restore", (41311, 41312, 41313), overrides=(releases,), stage_timeout=15, migrations_dir=migrations),
     ]
-    found += [Bench(f"scale-{n}", (41400 + 10 * n + 1, 41400 + 10 * n + 2, 41400 + 10 * n + 3), n) for n in SCALE_WORKERS]
+    found += [
+        Bench(f"scale-{n}", (41400 + 10 * n + 1, 41400 + 10 * n + 2, 41400 + 10 * n + 3), n) for n in SCALE_WORKERS
+    ]
     return found
 
 
@@ -723,13 +729,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def write_reports(
-    output: Path, results: Results, runs: int, scenarios: Sequence[str], started: float
-) -> list[Figure]:
+def write_reports(output: Path, results: Results, runs: int, scenarios: Sequence[str], started: float) -> list[Figure]:
     figures = list(results.figures)
     if results.peak_rss_mb:
         figures.append(
-            figure("memory", "peak RSS of the pytest process, every run", "MB", results.peak_rss_mb, Target(200, "maximum"))
+            figure(
+                "memory", "peak RSS of the pytest process, every run", "MB", results.peak_rss_mb, Target(200, "maximum")
+            )
         )
     mach, vers = machine(), versions(results.citus)
     output.mkdir(parents=True, exist_ok=True)
