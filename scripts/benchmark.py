@@ -400,6 +400,7 @@ class Results:
     raw: dict[str, Any] = field(default_factory=dict)
     peak_rss_mb: list[float] = field(default_factory=list)
     citus: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
 
     def note_run(self, run: PytestRun) -> PytestRun:
         self.peak_rss_mb.append(run.max_rss_mb)
@@ -747,9 +748,11 @@ def write_reports(output: Path, results: Results, runs: int, scenarios: Sequence
         "versions": vers,
         "figures": [f.as_json() for f in figures],
         "raw": results.raw,
+        "errors": results.errors,
     }
     (output / "benchmark.json").write_text(json.dumps(document, indent=2) + "\n")
-    (output / "benchmark.md").write_text(markdown_report(figures, mach, vers, runs))
+    errors = "".join(f"\n- scenario {name} failed: {why}" for name, why in results.errors.items())
+    (output / "benchmark.md").write_text(markdown_report(figures, mach, vers, runs) + errors + ("\n" if errors else ""))
     return figures
 
 
@@ -775,9 +778,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             tag_releases(runner, workdir)
         results = Results()
         try:
-            for name in scenarios:
+            for index, name in enumerate(scenarios):
                 say(f"scenario {name}")
-                SCENARIO_FUNCTIONS[name](runner, results, args.runs)
+                try:
+                    SCENARIO_FUNCTIONS[name](runner, results, args.runs)
+                except BenchmarkError as error:  # one broken scenario must not cost the figures of the others
+                    say(f"scenario {name} failed: {error}")
+                    results.errors[name] = str(error).splitlines()[0]
+                if not {"redeploy", "smoke"} & set(scenarios[index + 1 :]):
+                    runner.reset(runner.benches["green"])  # its stack is not needed any more
         finally:
             for project in our_projects(runner.client):
                 remove_project(runner.client, project)
@@ -785,6 +794,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 shutil.rmtree(bench.state_dir, ignore_errors=True)
         figures = write_reports(args.output, results, args.runs, scenarios, started)
         print(markdown_table(figures), end="")
+        if results.errors:
+            raise BenchmarkError(f"scenarios {', '.join(results.errors)} failed; their errors are in benchmark.md")
         say(f"written {args.output / 'benchmark.json'} and benchmark.md in {time.monotonic() - started:.0f} s")
         return 0
     except BenchmarkError as error:
