@@ -7,9 +7,13 @@ An early "unhealthy" does not end a wait: only the deadline does.
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import docker
 import docker.errors
@@ -20,10 +24,14 @@ from plugins.secrets import Secret, mask_text
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
-# A poll is one `inspect` per container (a few ms): at 0.1 s a wait ends within a tenth of a second of the
-# engine's verdict, which is what counts: health itself only changes once per healthcheck interval.
+# Waits wake up on the engine's events of the project (a health status change, a start, an exit), so they
+# end as soon as the engine has a verdict, without polling it; a look every second stays as a safety net
+# (an event stream that broke, an event missed while subscribing). Polling every 0.1 s instead cost the
+# engine ~50 inspects a second on 2 cores while the database nodes were initialising.
 POLL_SECONDS = 0.1
+EVENT_FALLBACK_SECONDS = 1.0
 HTTP_POLL_SECONDS = 0.2
+WAKE_EVENTS = ["health_status", "start", "die", "restart", "kill", "oom", "stop", "destroy", "pause", "unpause"]
 LOG_LINES = 40
 
 
@@ -106,6 +114,46 @@ def evidence(container: Container, secrets: Iterable[Secret] = (), lines: int = 
     return mask_text(text, list(secrets))
 
 
+class ProjectEvents:
+    """The engine's container events of one project (see WAKE_EVENTS), as wake-ups for a wait.
+
+    Subscribe before the first look at the containers, so that nothing that happens after it is missed.
+    """
+
+    def __init__(self, client: docker.DockerClient, project: str) -> None:
+        self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._stream: Any = None
+        try:
+            self._stream = client.events(
+                decode=True,
+                filters={"type": "container", "event": WAKE_EVENTS, "label": f"{PROJECT_LABEL}={project}"},
+            )
+        except docker.errors.DockerException:
+            return  # no events: the wait falls back to a look every EVENT_FALLBACK_SECONDS
+        threading.Thread(target=self._read, name=f"events-{project}", daemon=True).start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(Exception):  # the stream ends with an error when it is closed
+            for event in self._stream:
+                self._queue.put(str(event.get("Action", "")))
+
+    def wait(self, seconds: float) -> bool:
+        """Until an event arrives (True, and any others queued are taken too) or ``seconds`` pass (False)."""
+        try:
+            self._queue.get(timeout=max(0.0, seconds))
+        except queue.Empty:
+            return False
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+        return True
+
+    def close(self) -> None:
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                self._stream.close()
+
+
 def wait_healthy(
     client: docker.DockerClient,
     project: str,
@@ -118,9 +166,25 @@ def wait_healthy(
     """Wait until each service's container is healthy (or running, without a healthcheck).
 
     ``watch``: services started at the same time that need not be healthy yet, but whose exit or restart
-    fails the wait at once all the same (a service that dies at start is reported within a poll).
+    fails the wait at once all the same (its `die` event wakes the wait up).
     """
-    secrets = list(secrets)
+    events = ProjectEvents(client, project)
+    try:
+        _wait_healthy(client, project, services, deadline_seconds, list(secrets), on_poll, watch, events)
+    finally:
+        events.close()
+
+
+def _wait_healthy(
+    client: docker.DockerClient,
+    project: str,
+    services: list[str],
+    deadline_seconds: float,
+    secrets: list[Secret],
+    on_poll: Callable[[], None] | None,
+    watch: Iterable[str],
+    events: ProjectEvents,
+) -> None:
     watched = [s for s in watch if s not in services]
     containers = project_containers(client, project)
     missing = [s for s in [*services, *watched] if s not in containers]
@@ -155,7 +219,7 @@ def wait_healthy(
             )
         if on_poll is not None:
             on_poll()
-        time.sleep(POLL_SECONDS)
+        events.wait(min(EVENT_FALLBACK_SECONDS, max(0.0, deadline - time.monotonic()) + POLL_SECONDS))
 
 
 def wait_http_ok(
