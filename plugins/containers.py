@@ -11,7 +11,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,15 +162,21 @@ def wait_healthy(
     secrets: Iterable[Secret] = (),
     on_poll: Callable[[], None] | None = None,
     watch: Iterable[str] = (),
+    restarts_before: Mapping[str, int] | None = None,
 ) -> None:
     """Wait until each service's container is healthy (or running, without a healthcheck).
+
+    ``restarts_before``: restart counts by container id, read before the containers were (re)created: a
+    container that died and restarted before the wait began fails it too (new containers count from 0).
 
     ``watch``: services started at the same time that need not be healthy yet, but whose exit or restart
     fails the wait at once all the same (its `die` event wakes the wait up).
     """
     events = ProjectEvents(client, project)
     try:
-        _wait_healthy(client, project, services, deadline_seconds, list(secrets), on_poll, watch, events)
+        _wait_healthy(
+            client, project, services, deadline_seconds, list(secrets), on_poll, watch, events, restarts_before
+        )
     finally:
         events.close()
 
@@ -184,13 +190,17 @@ def _wait_healthy(
     on_poll: Callable[[], None] | None,
     watch: Iterable[str],
     events: ProjectEvents,
+    restarts_before: Mapping[str, int] | None,
 ) -> None:
     watched = [s for s in watch if s not in services]
     containers = project_containers(client, project)
     missing = [s for s in [*services, *watched] if s not in containers]
     if missing:
         raise WaitFailed(f"no container for service {', '.join(missing)} in project {project}", "")
-    baseline = {s: State.of(containers[s]).restarts for s in [*services, *watched]}
+    baseline = {
+        s: State.of(containers[s]).restarts if restarts_before is None else restarts_before.get(containers[s].id, 0)
+        for s in [*services, *watched]
+    }
     deadline = time.monotonic() + deadline_seconds
     pending = list(services)
     while pending:
@@ -201,8 +211,9 @@ def _wait_healthy(
             except docker.errors.NotFound:
                 raise WaitFailed(f"{service}: its container was removed while starting", "") from None
             state = State.of(container)
-            if state.status in ("exited", "dead") or state.restarts > baseline[service]:
-                why = "exited" if state.status in ("exited", "dead") else "restarted"
+            # "restarting": it exited and its restart policy is about to start it again (after a back-off).
+            if state.status in ("exited", "dead", "restarting") or state.restarts > baseline[service]:
+                why = "exited" if state.status in ("exited", "dead", "restarting") else "restarted"
                 raise WaitFailed(
                     f"{service} {why} while starting (exit code {state.exit_code})", evidence(container, secrets)
                 )
