@@ -213,10 +213,11 @@ def _wait_healthy(
             state = State.of(container)
             # "restarting": it exited and its restart policy is about to start it again (after a back-off).
             if state.status in ("exited", "dead", "restarting") or state.restarts > baseline[service]:
-                why = "exited" if state.status in ("exited", "dead", "restarting") else "restarted"
-                raise WaitFailed(
-                    f"{service} {why} while starting (exit code {state.exit_code})", evidence(container, secrets)
-                )
+                if state.status in ("exited", "dead", "restarting"):
+                    why = f"exited while starting (exit code {state.exit_code})"
+                else:  # running again: its exit code is gone, the restart count tells
+                    why = f"restarted while starting ({state.restarts - baseline[service]} times)"
+                raise WaitFailed(f"{service} {why}", evidence(container, secrets))
             if service in pending and state.status == "running" and state.health in ("healthy", None):
                 pending.remove(service)
         if not pending:
