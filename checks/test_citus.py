@@ -44,18 +44,39 @@ def test_cluster_node_health_is_all_true(coordinator: psycopg.Connection[tuple[o
     assert not bad, f"unhealthy connections: {', '.join(bad)}"
 
 
-def test_worker_runs_commands(coordinator: psycopg.Connection[tuple[object, ...]], worker: str) -> None:
-    rows = coordinator.execute(
-        "SELECT success, result FROM run_command_on_workers('SELECT 1') WHERE nodename = %s", (worker,)
-    ).fetchall()
+@pytest.fixture(scope="session")
+def commands_on_workers(coordinator: psycopg.Connection[tuple[object, ...]]) -> dict[str, list[tuple[object, ...]]]:
+    """One `run_command_on_workers` for every worker at once (it reaches all of them anyway), by worker name.
+
+    Asking it once per worker ran the command on every worker N times: N x N round trips for N workers.
+    """
+    by_worker: dict[str, list[tuple[object, ...]]] = {}
+    for nodename, success, result in coordinator.execute(
+        "SELECT nodename, success, result FROM run_command_on_workers('SELECT 1')"
+    ):
+        by_worker.setdefault(str(nodename), []).append((success, result))
+    return by_worker
+
+
+@pytest.fixture(scope="session")
+def dist_nodes(coordinator: psycopg.Connection[tuple[object, ...]]) -> dict[str, list[tuple[object, ...]]]:
+    """The pg_dist_node rows on port 5432, read once for every worker check, by node name."""
+    by_node: dict[str, list[tuple[object, ...]]] = {}
+    for nodename, *row in coordinator.execute(
+        "SELECT nodename, isactive, noderole::text, shouldhaveshards FROM pg_dist_node WHERE nodeport = 5432"
+    ):
+        by_node.setdefault(str(nodename), []).append(tuple(row))
+    return by_node
+
+
+def test_worker_runs_commands(commands_on_workers: dict[str, list[tuple[object, ...]]], worker: str) -> None:
+    rows = commands_on_workers.get(worker, [])
     assert rows == [(True, "1")], f"run_command_on_workers on {worker}: {rows}"
 
 
-def test_worker_is_registered_active_primary(coordinator: psycopg.Connection[tuple[object, ...]], worker: str) -> None:
-    row = coordinator.execute(
-        "SELECT isactive, noderole::text, shouldhaveshards FROM pg_dist_node WHERE nodename = %s AND nodeport = 5432",
-        (worker,),
-    ).fetchone()
+def test_worker_is_registered_active_primary(dist_nodes: dict[str, list[tuple[object, ...]]], worker: str) -> None:
+    rows = dist_nodes.get(worker, [])
+    row = rows[0] if len(rows) == 1 else rows or None
     assert row == (True, "primary", True), f"pg_dist_node row of {worker}: {row}"
 
 
@@ -64,7 +85,9 @@ def test_distributed_table_round_trip(coordinator: psycopg.Connection[tuple[obje
     table = f"deploycheck_probe_{uuid.uuid4().hex[:8]}"
     coordinator.execute(f"CREATE TABLE {table} (tenant_id bigint NOT NULL, payload text NOT NULL)")
     try:
-        coordinator.execute("SELECT create_distributed_table(%s, 'tenant_id', shard_count => 4)", (table,))
+        # At least one shard per worker, so that every worker must hold some (4 shards left 8 workers half idle).
+        shards = max(4, stack.environment.expected_workers)
+        coordinator.execute("SELECT create_distributed_table(%s, 'tenant_id', shard_count => %s)", (table, shards))
         coordinator.execute(
             f"INSERT INTO {table} (tenant_id, payload) SELECT i, 'row ' || i FROM generate_series(1, 40) AS i"
         )

@@ -86,6 +86,26 @@ class RunRecord:
         return next((stage for stage in self.stages if stage.outcome == "failed"), None)
 
     @property
+    def first_failure_at(self) -> float | None:
+        """When the first stage or check failed (epoch seconds, at its end), for timing the rollback."""
+        ends = [s.started_at + s.seconds for s in self.stages if s.outcome == "failed"]
+        ends += [c.started_at + c.seconds for c in self.checks if c.outcome == "failed"]
+        return min(ends) if ends else None
+
+    def timings(self) -> dict[str, float | None]:
+        """Epoch seconds of the run's milestones, for benchmarks (scripts/benchmark.py); None when not reached."""
+        ran = [c for c in self.checks if c.outcome != "skipped"]
+        return {
+            "first_failure_at": self.first_failure_at,
+            "checks_started_at": min((c.started_at for c in ran), default=None),
+            "checks_finished_at": max((c.started_at + c.seconds for c in ran), default=None),
+            "rollback_started_at": self.rollback.started_at or None,
+            "rollback_finished_at": (self.rollback.started_at + self.rollback.seconds)
+            if self.rollback.performed
+            else None,
+        }
+
+    @property
     def check_counts(self) -> CheckCounts:
         counts = CheckCounts()
         for check in self.checks:
@@ -119,7 +139,13 @@ class RunRecord:
             "started_at": self.started_at,
             "seconds": round((self.finished_at or time.time()) - self.started_at, 3),
             "stages": [
-                {"name": s.name, "outcome": s.outcome, "seconds": round(s.seconds, 3), "reason": s.reason}
+                {
+                    "name": s.name,
+                    "outcome": s.outcome,
+                    "seconds": round(s.seconds, 3),
+                    "started_at": round(s.started_at, 3),
+                    "reason": s.reason,
+                }
                 for s in self.stages
             ],
             "checks": asdict(self.check_counts),
@@ -133,6 +159,7 @@ class RunRecord:
                 "database_restore_seconds": round(self.rollback.database_restore_seconds, 3),
                 "actions": self.rollback.actions,
             },
+            "timings": self.timings(),
         }
 
 

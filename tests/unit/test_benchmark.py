@@ -1,0 +1,82 @@
+"""The benchmark's own logic: statistics, targets, ratios and the Markdown table (no Docker, no timing)."""
+
+from __future__ import annotations
+
+import pytest
+
+from plugins.record import CheckRecord, RunRecord, StageRecord
+from scripts.benchmark import Figure, Stats, Target, figure, markdown_report, markdown_table, parse_args, ratios
+
+
+def test_stats_are_median_min_max_and_count() -> None:
+    assert Stats.of([3.0, 1.0, 2.0, 10.0, 4.0]) == Stats(3.0, 1.0, 10.0, 5)
+    assert Stats.of([1.0, 2.0]) == Stats(1.5, 1.0, 2.0, 2)
+    with pytest.raises(ValueError, match="at least once"):
+        Stats.of([])
+
+
+def test_targets_judge_the_median_or_the_maximum() -> None:
+    stats = Stats(1.0, 0.5, 4.0, 3)
+    assert Target(1.5).met(stats) is True
+    assert Target(3.0, "maximum").met(stats) is False
+    assert figure("x", "y", "s", [1.0]).met is None
+
+
+def test_ratios_pair_runs_of_the_same_iteration() -> None:
+    assert ratios([3.0, 8.0], [2.0, 4.0]) == [1.5, 2.0]
+    with pytest.raises(ValueError):
+        ratios([1.0], [1.0, 2.0])
+
+
+def test_markdown_table_has_one_row_per_figure_with_target_and_verdict() -> None:
+    figures = [
+        figure("green", "deploy / compose up --wait", "ratio", [1.2, 1.4, 1.3], Target(1.5), "same run"),
+        figure("smoke", "smoke", "s", [4.0, 3.5, 5.0], Target(3)),
+        Figure("memory", "peak RSS", "MB", Stats(61.0, 60.0, 64.0, 7), Target(200, "maximum")),
+        figure("green", "of which checks", "s", [2.0]),
+    ]
+    lines = markdown_table(figures).splitlines()
+    assert lines[0] == "| scenario | figure | median | min | max | n | target | met |"
+    assert len(lines) == 2 + len(figures)
+    assert lines[2] == "| green | deploy / compose up --wait (same run) | 1.30 | 1.20 | 1.40 | 3 | median ≤ 1.5 | yes |"
+    assert lines[3] == "| smoke | smoke | 4.00 s | 3.50 s | 5.00 s | 3 | median ≤ 3 s | **no** |"
+    assert lines[4] == "| memory | peak RSS | 61 MB | 60 MB | 64 MB | 7 | max ≤ 200 MB | yes |"
+    assert lines[5].endswith("| 1 |  |  |")
+
+
+def test_markdown_report_names_the_machine_and_versions() -> None:
+    text = markdown_report(
+        [figure("smoke", "smoke", "s", [1.0])],
+        {"cores": 2, "memory_gib": 23.4, "kernel": "6.1.0"},
+        {"docker engine": "20.10.24", "citus_version()": "Citus 13.0.3 (stand-in)"},
+        5,
+    )
+    assert "2 cores, 23.4 GiB, kernel 6.1.0" in text
+    assert "- docker engine: 20.10.24" in text and "- citus_version(): Citus 13.0.3 (stand-in)" in text
+    assert "5 runs per scenario" in text
+
+
+def test_bad_runs_is_one_sentence(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--runs", "0"])
+    assert "--runs must be at least 1, not 0: give a positive number of runs" in capsys.readouterr().err
+
+
+def test_summary_timings_give_the_first_failure_and_the_checks_span() -> None:
+    record = RunRecord(environment="unit", mode="deploy")
+    record.stages.append(StageRecord("database", "passed", 2.0, 100.0))
+    record.checks += [
+        CheckRecord("a", "passed", 1.0, 110.0),
+        CheckRecord("b", "failed", 0.5, 111.0),
+        CheckRecord("c", "skipped", 0.0, 120.0),
+    ]
+    record.rollback.performed, record.rollback.started_at, record.rollback.seconds = True, 112.0, 3.0
+    timings = record.summary()["timings"]
+    assert timings == {
+        "first_failure_at": 111.5,
+        "checks_started_at": 110.0,
+        "checks_finished_at": 111.5,
+        "rollback_started_at": 112.0,
+        "rollback_finished_at": 115.0,
+    }
+    assert record.summary()["stages"][0]["started_at"] == 100.0
