@@ -118,8 +118,9 @@ def _assert_a_is_back(
     assert "[deploycheck] rollback: passed in" in output
     if not isinstance(result, str):
         deploy.assert_no_secret_leaked(result)
+    case = os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[-1].split(" ")[0]
     print(
-        f"\nmatrix figures: rollback {rollback['seconds']:.1f} s; rows before: {len(rows_before[0])} stores, "
+        f"\nmatrix figures: {case}: rollback {rollback['seconds']:.1f} s; rows before: {len(rows_before[0])} stores, "
         f"{len(rows_before[1])} orders; after: {len(stores_after)} stores, {len(orders_after)} orders"
     )
     return summary

@@ -10,7 +10,6 @@ stopped worker fails fast.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import secrets
@@ -18,17 +17,15 @@ import tarfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import docker
 import psycopg
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CONTEXT = ROOT / "stack" / "citus-standin"
-STANDIN_TAG = "deploycheck/citus-standin:13.0"
-CONTEXT_LABEL = "org.deploycheck.context-sha256"
+from plugins.images import CITUS_STANDIN, STANDIN_CITUS_IMAGE, ensure_built
+
+STANDIN_TAG = STANDIN_CITUS_IMAGE
 STANDIN_LABEL = "org.deploycheck.standin"
 TEST_LABEL = "org.deploycheck.standin-test"
 IMAGE_ENV = "DEPLOYCHECK_CITUS_IMAGE"
@@ -38,16 +35,6 @@ DB_USER = "deploycheck"
 DB_NAME = "deploycheck"
 
 
-def context_digest(context: Path = CONTEXT) -> str:
-    """sha256 over the build context's files (relative path and content), in path order."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in context.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(context).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-        digest.update(oct(path.stat().st_mode & 0o777).encode() + b"\0")
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class CitusImage:
     ref: str
@@ -55,15 +42,8 @@ class CitusImage:
 
 
 def ensure_standin_image(client: Any) -> None:
-    """Build the stand-in unless an image with this tag was already built from the same context."""
-    digest = context_digest()
-    try:
-        labels = client.images.get(STANDIN_TAG).labels or {}
-    except docker.errors.ImageNotFound:
-        labels = {}
-    if labels.get(CONTEXT_LABEL) == digest:
-        return
-    client.images.build(path=str(CONTEXT), tag=STANDIN_TAG, labels={CONTEXT_LABEL: digest}, rm=True, forcerm=True)
+    """The stand-in as set-up and the images stage make it (one mechanism: built only when its files change)."""
+    ensure_built(client, CITUS_STANDIN, extra_tags=(STANDIN_TAG,))
 
 
 @pytest.fixture(scope="session")
