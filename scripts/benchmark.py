@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from plugins import containers
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "reports" / "benchmark"
 PROJECT_PREFIX = "dcbench-"
@@ -321,13 +323,7 @@ def patched_environ(values: dict[str, str]) -> Iterator[None]:
 def remove_project(client: Any, project: str) -> None:
     if not project.startswith(PROJECT_PREFIX):
         raise BenchmarkError(f"refusing to remove project {project}: the benchmark removes only {PROJECT_PREFIX}*")
-    label = {"label": f"{PROJECT_LABEL}={project}"}
-    for container in client.containers.list(all=True, filters=label):
-        container.remove(force=True, v=True)
-    for volume in client.volumes.list(filters=label):
-        volume.remove(force=True)
-    for network in client.networks.list(filters=label):
-        network.remove()
+    containers.remove_project(client, project)
 
 
 def our_projects(client: Any) -> set[str]:

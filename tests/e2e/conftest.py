@@ -17,6 +17,7 @@ from typing import Any
 import docker
 import pytest
 
+from plugins import containers
 from plugins.images import API, content_tag
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,14 +164,7 @@ class Deploy:
 
 def remove_project(project: str) -> None:
     """Everything a case left behind, found by its Compose project label."""
-    client = docker.from_env()
-    label = {"label": f"{PROJECT_LABEL}={project}"}
-    for container in client.containers.list(all=True, filters=label):
-        container.remove(force=True, v=True)
-    for volume in client.volumes.list(filters=label):
-        volume.remove(force=True)
-    for network in client.networks.list(filters=label):
-        network.remove()
+    containers.remove_project(docker.from_env(), project)
 
 
 @pytest.fixture
