@@ -16,7 +16,7 @@ from plugins.environment import Environment
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """`service`, `node` and `worker` parameters come from the selected environment (its worker count)."""
     environment = metafunc.config.stash[ENVIRONMENT]
-    nodes = ["coordinator", *environment.worker_services]
+    nodes = environment.node_services
     if "service" in metafunc.fixturenames:
         metafunc.parametrize("service", [*nodes, "api", "nginx"])
     if "node" in metafunc.fixturenames:

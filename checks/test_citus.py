@@ -76,8 +76,7 @@ def test_worker_runs_commands(commands_on_workers: dict[str, list[tuple[object, 
 
 def test_worker_is_registered_active_primary(dist_nodes: dict[str, list[tuple[object, ...]]], worker: str) -> None:
     rows = dist_nodes.get(worker, [])
-    row = rows[0] if len(rows) == 1 else rows or None
-    assert row == (True, "primary", True), f"pg_dist_node row of {worker}: {row}"
+    assert rows == [(True, "primary", True)], f"pg_dist_node rows of {worker}: {rows}"
 
 
 def test_distributed_table_round_trip(coordinator: psycopg.Connection[tuple[object, ...]], stack: Stack) -> None:

@@ -78,7 +78,7 @@ def take(
 ) -> Backup:
     """Back up every database node of the running stack, writes blocked meanwhile; keep the last 10."""
     start = time.monotonic()
-    services = ["coordinator", *environment.worker_services]
+    services = environment.node_services
     containers = project_containers(client, environment.compose_project)
     missing = [s for s in services if s not in containers or containers[s].status != "running"]
     if missing:

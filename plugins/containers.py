@@ -11,7 +11,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +87,12 @@ class State:
             oom_killed=bool(state.get("OOMKilled", False)),
             error=str(state.get("Error", "")),
         )
+
+    @property
+    def exited(self) -> bool:
+        """Stopped, or "restarting": it exited and its restart policy is about to start it again (after a
+        back-off); either way it will not become healthy by waiting."""
+        return self.status in ("exited", "dead", "restarting")
 
     def describe(self) -> str:
         parts = [f"status {self.status}", f"health {self.health or 'none'}", f"exit code {self.exit_code}"]
@@ -172,7 +178,6 @@ def wait_healthy(
     services: list[str],
     deadline_seconds: float,
     secrets: Iterable[Secret] = (),
-    on_poll: Callable[[], None] | None = None,
     watch: Iterable[str] = (),
     restarts_before: Mapping[str, int] | None = None,
 ) -> None:
@@ -186,9 +191,7 @@ def wait_healthy(
     """
     events = ProjectEvents(client, project)
     try:
-        _wait_healthy(
-            client, project, services, deadline_seconds, list(secrets), on_poll, watch, events, restarts_before
-        )
+        _wait_healthy(client, project, services, deadline_seconds, list(secrets), watch, events, restarts_before)
     finally:
         events.close()
 
@@ -199,7 +202,6 @@ def _wait_healthy(
     services: list[str],
     deadline_seconds: float,
     secrets: list[Secret],
-    on_poll: Callable[[], None] | None,
     watch: Iterable[str],
     events: ProjectEvents,
     restarts_before: Mapping[str, int] | None,
@@ -223,9 +225,8 @@ def _wait_healthy(
             except docker.errors.NotFound:
                 raise WaitFailed(f"{service}: its container was removed while starting", "") from None
             state = State.of(container)
-            # "restarting": it exited and its restart policy is about to start it again (after a back-off).
-            if state.status in ("exited", "dead", "restarting") or state.restarts > baseline[service]:
-                if state.status in ("exited", "dead", "restarting"):
+            if state.exited or state.restarts > baseline[service]:
+                if state.exited:
                     why = f"exited while starting (exit code {state.exit_code})"
                 else:  # running again: its exit code is gone, the restart count tells
                     why = f"restarted while starting ({state.restarts - baseline[service]} times)"
@@ -241,8 +242,6 @@ def _wait_healthy(
                 f"{service} did not become healthy within {deadline_seconds:.0f} s (health {state.health})",
                 evidence(containers[service], secrets),
             )
-        if on_poll is not None:
-            on_poll()
         events.wait(min(EVENT_FALLBACK_SECONDS, max(0.0, deadline - time.monotonic()) + POLL_SECONDS))
 
 
@@ -263,7 +262,7 @@ def wait_http_ok(
     while True:
         container.reload()
         state = State.of(container)
-        if state.status in ("exited", "dead", "restarting") or state.restarts > restarts:
+        if state.exited or state.restarts > restarts:
             raise WaitFailed(f"{service} stopped while waiting for {url}", evidence(container, secrets))
         try:
             response = requests.get(url, timeout=5)

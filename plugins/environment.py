@@ -71,6 +71,16 @@ class Environment:
         return [f"worker-{index}" for index in range(1, self.expected_workers + 1)]
 
     @property
+    def node_services(self) -> list[str]:
+        """The Citus nodes: the coordinator, then the workers."""
+        return ["coordinator", *self.worker_services]
+
+    @property
+    def services(self) -> list[str]:
+        """Every service of the stack: the nodes, the API and Nginx."""
+        return [*self.node_services, "api", "nginx"]
+
+    @property
     def lock_file(self) -> Path:
         return self.state_dir / "deploy.lock"
 

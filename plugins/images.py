@@ -82,7 +82,6 @@ def ensure_built(client: docker.DockerClient, spec: ImageSpec, extra_tags: tuple
         raise ImageBuildFailed(f"{spec.context}/Dockerfile is missing: restore the stack folder from git")
     reference = content_tag(spec)
     if not image_exists(client, reference):
-        repository = spec.repository
         log.info("building %s from %s", reference, spec.context.relative_to(ROOT))
         try:
             image, _ = client.images.build(
@@ -94,7 +93,9 @@ def ensure_built(client: docker.DockerClient, spec: ImageSpec, extra_tags: tuple
             )
         except docker.errors.BuildError as error:
             tail = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in error.build_log)[-2000:]
-            raise ImageBuildFailed(f"building {repository} from {spec.context} failed: {error.msg}\n{tail}") from error
+            raise ImageBuildFailed(
+                f"building {spec.repository} from {spec.context} failed: {error.msg}\n{tail}"
+            ) from error
     image = client.images.get(reference)
     for extra in extra_tags:
         image.tag(*split_reference(extra))

@@ -49,9 +49,6 @@ class Ledger:
     def releases(self) -> list[Release]:
         return [Release(**item) for item in self._read()["releases"]]
 
-    def get(self, release_id: str) -> Release | None:
-        return next((r for r in reversed(self.releases()) if r.id == release_id), None)
-
     def good(self, release_id: str) -> Release | None:
         """The last green deploy of ``release_id``: what a rollback to it brings back."""
         return next((r for r in reversed(self.releases()) if r.id == release_id and r.outcome == "passed"), None)

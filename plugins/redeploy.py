@@ -42,7 +42,7 @@ def why_redeploy(environment: Environment, release: str, connect: Callable[[], d
         citus = image_store.preferred_citus_image(environment.citus_image)
         if citus != current.citus_image or client.images.get(citus).id != current.image_ids.get("citus"):
             return f"the Citus image is now {citus}, not the build release {release} ran"
-        services = ["coordinator", *environment.worker_services, "api", "nginx"]
+        services = environment.services
         containers = project_containers(client, environment.compose_project)
         starting = []
         for service in services:

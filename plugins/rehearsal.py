@@ -60,7 +60,7 @@ def _wait_ready(container: Container, environment: Environment) -> None:
 def rehearse(environment: Environment, client: docker.DockerClient, backup_folder: Path, pending: list[Path]) -> None:
     """Apply ``pending`` to a copy of the cluster made from ``backup_folder``; raise on the first failure."""
     live = project_containers(client, environment.compose_project)
-    nodes = ["coordinator", *environment.worker_services]
+    nodes = environment.node_services
     tag = f"dccopy-{environment.compose_project}-{uuid.uuid4().hex[:8]}"
     network = client.networks.create(tag, internal=True, labels={"org.deploycheck.role": "migration-copy"})
     copies: list[Container] = []

@@ -126,7 +126,7 @@ def restore_release(release_id: str, environment: Environment, client: docker.Do
         )
     compose = compose_of(previous, environment)
     _pin_citus_image(previous, client, actions)
-    services = ["coordinator", *environment.worker_services, "api", "nginx"]
+    services = environment.services
     compose.up(services, timeout=environment.timeouts.stage)
     configuration = (
         f"its configuration {previous.configuration}" if previous.configuration else "the current compose files"

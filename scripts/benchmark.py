@@ -298,7 +298,7 @@ class Runner:
     def compose_up_wait(self, bench: Bench) -> float:
         """``docker compose up --wait`` of the whole stack from nothing: the yardstick a deploy is held to."""
         compose, environment = self.compose(bench, "upwait")
-        services = ["coordinator", *environment.worker_services, "api", "nginx"]
+        services = environment.services
         start = time.monotonic()
         compose.run("up", "--detach", "--wait", *services, timeout=600)
         seconds = time.monotonic() - start
@@ -762,8 +762,6 @@ def write_reports(output: Path, results: Results, runs: int, scenarios: Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))  # plugins/ is imported from the project, wherever this runs from
     scenarios = [s for s in SCENARIOS if not args.only or s in args.only]
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="dcbench-"))

