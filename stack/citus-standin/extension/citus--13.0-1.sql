@@ -39,6 +39,12 @@ CREATE FUNCTION citus_standin.dblink_error_message(text) RETURNS text
   AS '$libdir/dblink', 'dblink_error_message' LANGUAGE C STRICT PARALLEL RESTRICTED;
 CREATE FUNCTION citus_standin.dblink_get_connections() RETURNS text[]
   AS '$libdir/dblink', 'dblink_get_connections' LANGUAGE C PARALLEL RESTRICTED;
+CREATE FUNCTION citus_standin.dblink_send_query(text, text) RETURNS int
+  AS '$libdir/dblink', 'dblink_send_query' LANGUAGE C STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION citus_standin.dblink_is_busy(text) RETURNS int
+  AS '$libdir/dblink', 'dblink_is_busy' LANGUAGE C STRICT PARALLEL RESTRICTED;
+CREATE FUNCTION citus_standin.dblink_get_result(text, boolean) RETURNS SETOF record
+  AS '$libdir/dblink', 'dblink_get_result' LANGUAGE C STRICT PARALLEL RESTRICTED;
 
 CREATE FUNCTION citus_standin.postgres_fdw_handler() RETURNS fdw_handler
   AS '$libdir/postgres_fdw', 'postgres_fdw_handler' LANGUAGE C STRICT;
@@ -299,13 +305,82 @@ LANGUAGE sql STABLE AS $$
                 current_user, nodename, nodeport, err)
 $$;
 
+-- Waits, interruptibly, until none of the connections is busy with an asynchronous query, or the deadline
+-- passes. dblink's own waits (dblink(), dblink_get_result() on a busy connection) block in libpq and ignore
+-- statement_timeout and cancels on PostgreSQL 15; this loop sleeps with pg_sleep, which does not.
+-- Returns the connections still busy at the deadline.
+CREATE FUNCTION citus_standin.wait_until_idle(conns text[], deadline timestamptz) RETURNS text[]
+LANGUAGE plpgsql AS $$
+DECLARE
+  busy text[] := conns;
+  pause float8 := 0.0002;
+BEGIN
+  LOOP
+    SELECT coalesce(array_agg(c), '{}') INTO busy FROM unnest(busy) AS c WHERE citus_standin.dblink_is_busy(c) = 1;
+    IF cardinality(busy) = 0 OR clock_timestamp() >= deadline THEN
+      RETURN busy;
+    END IF;
+    PERFORM pg_sleep(pause);
+    pause := least(pause * 2, 0.01);
+  END LOOP;
+END;
+$$;
+
+-- The session's connection to a node, kept open between calls as Citus keeps one per worker
+-- (citus.max_cached_conns_per_worker, default 1; 0 closes it after each use, see release_node_connection).
+-- A kept connection is reset and checked before each use with DISCARD ALL, asynchronously and within
+-- citus.node_connection_timeout: so each use starts from a clean session, a connection the node has closed
+-- (a restart) is replaced by a new one, and a node that stopped answering fails like an unreachable one
+-- instead of hanging. Returns the connection's name, or raises Citus's connection error.
+CREATE FUNCTION citus_standin.node_connection(nodename text, nodeport int) RETURNS text
+LANGUAGE plpgsql SET client_min_messages = warning AS $$
+DECLARE
+  -- dblink cuts connection names at 63 bytes: a digest of the address, so long host names cannot collide
+  conn text := 'citus_standin_node_' || md5(format('%s@%s:%s/%s', current_user, nodename, nodeport, current_database()));
+  err text;
+  status text;
+BEGIN
+  IF conn = ANY (coalesce(citus_standin.dblink_get_connections(), '{}'::text[])) THEN
+    BEGIN
+      IF citus_standin.dblink_send_query(conn, 'DISCARD ALL') = 1
+         AND cardinality(citus_standin.wait_until_idle(ARRAY[conn],
+               clock_timestamp() + citus_standin.connect_timeout_seconds() * interval '1 second')) = 0 THEN
+        SELECT t.s INTO status FROM citus_standin.dblink_get_result(conn, false) AS t(s text);
+        PERFORM 1 FROM citus_standin.dblink_get_result(conn, false) AS t(s text);  -- the end of the results
+      END IF;
+    EXCEPTION WHEN OTHERS THEN
+      status := NULL;
+    END;
+    IF status = 'DISCARD ALL' THEN
+      RETURN conn;
+    END IF;
+    PERFORM citus_standin.disconnect(conn);  -- closed by the node, stuck, or in a transaction: a new one
+  END IF;
+  err := citus_standin.connect_node(conn, nodename, nodeport);
+  IF err IS NOT NULL THEN
+    RAISE EXCEPTION '%', citus_standin.connection_error(nodename, nodeport, err)
+      USING ERRCODE = 'connection_failure';
+  END IF;
+  RETURN conn;
+END;
+$$;
+
+CREATE FUNCTION citus_standin.release_node_connection(conn text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF citus_standin.guc('citus.max_cached_conns_per_worker', '1') = '0' THEN
+    PERFORM citus_standin.disconnect(conn);
+  END IF;
+END;
+$$;
+
 -- Runs commands on a node in one remote transaction (or one by one when transactional is false);
 -- raises an ERROR when the node cannot be reached or a command fails.
 CREATE FUNCTION citus_standin.run_commands_on_node(nodename text, nodeport int, commands text[],
                                                    transactional bool DEFAULT true) RETURNS void
 LANGUAGE plpgsql SET client_min_messages = warning AS $$
 DECLARE
-  conn text := 'citus_standin_commands';
+  conn text;
   err text;
   cmd text;
   status text;
@@ -313,11 +388,7 @@ BEGIN
   IF coalesce(cardinality(commands), 0) = 0 THEN
     RETURN;
   END IF;
-  err := citus_standin.connect_node(conn, nodename, nodeport);
-  IF err IS NOT NULL THEN
-    RAISE EXCEPTION '%', citus_standin.connection_error(nodename, nodeport, err)
-      USING ERRCODE = 'connection_failure';
-  END IF;
+  conn := citus_standin.node_connection(nodename, nodeport);
   BEGIN
     IF transactional THEN
       PERFORM citus_standin.dblink_exec(conn, 'BEGIN');
@@ -337,7 +408,7 @@ BEGIN
     PERFORM citus_standin.disconnect(conn);
     RAISE;
   END;
-  PERFORM citus_standin.disconnect(conn);
+  PERFORM citus_standin.release_node_connection(conn);
 END;
 $$;
 
@@ -803,12 +874,19 @@ CREATE FUNCTION pg_catalog.citus_check_cluster_node_health(
 RETURNS SETOF record
 LANGUAGE plpgsql SET client_min_messages = warning AS $$
 DECLARE
-  conn text := 'citus_standin_cluster_health';
   nodes citus_standin.node_address[];
+  names text[];
+  ports int[];
+  conns text[] := '{}';
+  errors text[] := '{}';
   src citus_standin.node_address;
   dst citus_standin.node_address;
+  conn text;
   err text;
-  v bool;
+  stuck text[];
+  checks bool[];
+  i int;
+  j int;
 BEGIN
   SELECT array_agg(ROW(n.groupid, n.nodename, n.nodeport)::citus_standin.node_address
                    ORDER BY n.nodename COLLATE "C", n.nodeport) INTO nodes
@@ -816,29 +894,68 @@ BEGIN
   IF nodes IS NULL THEN
     RETURN;
   END IF;
-  FOREACH src IN ARRAY nodes LOOP
-    -- the coordinator asks each source node to check every target, itself included
-    err := citus_standin.connect_node(conn, src.nodename, src.nodeport);
-    FOREACH dst IN ARRAY nodes LOOP
+  SELECT array_agg(n.nodename ORDER BY o), array_agg(n.nodeport ORDER BY o) INTO names, ports
+  FROM unnest(nodes) WITH ORDINALITY AS n(groupid, nodename, nodeport, o);
+  -- The coordinator asks each source node to check every target, itself included, as Citus does; but it
+  -- asks all sources at once (asynchronously) for their whole row of the matrix, so that the sources open
+  -- their connections in parallel: (N+1)^2 connections one after the other grew too fast with N.
+  FOR i IN 1 .. cardinality(nodes) LOOP
+    src := nodes[i];
+    conn := NULL;
+    err := NULL;
+    BEGIN
+      conn := citus_standin.node_connection(src.nodename, src.nodeport);
+      IF citus_standin.dblink_send_query(conn, format(
+           'SELECT array_agg(citus_check_connection_to_node(t.n, t.p) ORDER BY t.o) '
+           'FROM unnest(%L::text[], %L::int[]) WITH ORDINALITY AS t(n, p, o)', names, ports)) <> 1 THEN
+        err := citus_standin.first_line(citus_standin.dblink_error_message(conn));
+        PERFORM citus_standin.disconnect(conn);
+        conn := NULL;
+      END IF;
+    EXCEPTION WHEN OTHERS THEN
+      err := SQLERRM;
+      conn := NULL;
+    END;
+    conns := conns || coalesce(conn, '');
+    errors := errors || CASE WHEN conn IS NULL THEN coalesce(err, 'could not send the check') END;
+  END LOOP;
+  -- each source opens at most N+1 connections, each within the connection timeout
+  stuck := citus_standin.wait_until_idle(array_remove(conns, ''),
+             clock_timestamp() + (cardinality(nodes) + 1) * citus_standin.connect_timeout_seconds() * interval '1 second');
+  FOR i IN 1 .. cardinality(nodes) LOOP
+    src := nodes[i];
+    conn := nullif(conns[i], '');
+    checks := NULL;
+    err := errors[i];
+    IF conn IS NOT NULL AND conn = ANY (stuck) THEN
+      err := 'timeout expired';
+      PERFORM citus_standin.disconnect(conn);
+    ELSIF conn IS NOT NULL THEN
+      BEGIN
+        SELECT t.r INTO checks FROM citus_standin.dblink_get_result(conn, false) AS t(r bool[]);
+        IF checks IS NULL THEN
+          err := citus_standin.first_line(citus_standin.dblink_error_message(conn));
+        END IF;
+        PERFORM 1 FROM citus_standin.dblink_get_result(conn, false) AS t(r bool[]);  -- the end of the results
+        PERFORM citus_standin.release_node_connection(conn);
+      EXCEPTION WHEN OTHERS THEN
+        err := SQLERRM;
+        PERFORM citus_standin.disconnect(conn);
+      END;
+    END IF;
+    IF err IS NOT NULL THEN
+      RAISE WARNING '%', CASE WHEN err LIKE 'connection to the remote node %' THEN err
+                              ELSE citus_standin.connection_error(src.nodename, src.nodeport, err) END;
+    END IF;
+    FOR j IN 1 .. cardinality(nodes) LOOP
+      dst := nodes[j];
       from_nodename := src.nodename;
       from_nodeport := src.nodeport;
       to_nodename := dst.nodename;
       to_nodeport := dst.nodeport;
-      result := NULL;
-      IF err IS NULL THEN
-        BEGIN
-          SELECT t.ok INTO v FROM citus_standin.dblink(conn,
-            format('SELECT citus_check_connection_to_node(%L, %s)', dst.nodename, dst.nodeport)) AS t(ok bool);
-          result := v;
-        EXCEPTION WHEN OTHERS THEN
-          RAISE WARNING '%', citus_standin.connection_error(src.nodename, src.nodeport, SQLERRM);
-        END;
-      ELSE
-        RAISE WARNING '%', citus_standin.connection_error(src.nodename, src.nodeport, err);
-      END IF;
+      result := checks[j];
       RETURN NEXT;
     END LOOP;
-    PERFORM citus_standin.disconnect(conn);
   END LOOP;
 END;
 $$;
@@ -853,20 +970,24 @@ CREATE FUNCTION pg_catalog.master_run_on_worker(worker_name text[], port integer
 RETURNS SETOF record
 LANGUAGE plpgsql STRICT SET client_min_messages = warning AS $$
 DECLARE
-  conn text := 'citus_standin_run_on_worker';
+  conn text;
   i int;
-  err text;
   r record;
 BEGIN
   IF cardinality(worker_name) <> cardinality(port) OR cardinality(worker_name) <> cardinality(command) THEN
     RAISE EXCEPTION 'expected same number of node name, port, and query string' USING ERRCODE = 'syntax_error';
   END IF;
-  -- commands run one node after the other (the parallel flag is accepted and ignored)
+  -- commands run one after the other (the parallel flag is accepted and ignored), each on the session's
+  -- connection to its node (node_connection), which a node's second command reuses
   FOR i IN 1 .. coalesce(cardinality(worker_name), 0) LOOP
     node_name := worker_name[i];
     node_port := port[i];
-    err := citus_standin.connect_node(conn, node_name, node_port);
-    IF err IS NOT NULL THEN
+    BEGIN
+      conn := citus_standin.node_connection(node_name, node_port);
+    EXCEPTION WHEN connection_failure THEN
+      conn := NULL;
+    END;
+    IF conn IS NULL THEN
       success := false;
       result := format('failed to connect to %s:%s', node_name, node_port);
     ELSE
@@ -878,7 +999,7 @@ BEGIN
         success := false;
         result := citus_standin.first_line(SQLERRM);
       END;
-      PERFORM citus_standin.disconnect(conn);
+      PERFORM citus_standin.release_node_connection(conn);
     END IF;
     RETURN NEXT;
   END LOOP;
@@ -1772,8 +1893,7 @@ RETURNS SETOF record
 LANGUAGE plpgsql STRICT SET client_min_messages = warning AS $$
 DECLARE
   node record;
-  conn text := 'citus_standin_shard_sizes';
-  err text;
+  conn text;
   q text;
   r record;
 BEGIN
@@ -1798,17 +1918,18 @@ BEGIN
       END LOOP;
       CONTINUE;
     END IF;
-    err := citus_standin.connect_node(conn, node.nodename, node.nodeport);
-    IF err IS NOT NULL THEN
-      RAISE WARNING '%', citus_standin.connection_error(node.nodename, node.nodeport, err);
+    BEGIN
+      conn := citus_standin.node_connection(node.nodename, node.nodeport);
+    EXCEPTION WHEN connection_failure THEN
+      RAISE WARNING '%', SQLERRM;
       CONTINUE;
-    END IF;
+    END;
     BEGIN
       RETURN QUERY SELECT t.id::int, t.sz FROM citus_standin.dblink(conn, q) AS t(id bigint, sz bigint);
     EXCEPTION WHEN OTHERS THEN
       RAISE WARNING '%', citus_standin.connection_error(node.nodename, node.nodeport, SQLERRM);
     END;
-    PERFORM citus_standin.disconnect(conn);
+    PERFORM citus_standin.release_node_connection(conn);
   END LOOP;
 END;
 $$;
