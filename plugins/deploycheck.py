@@ -95,7 +95,6 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "smoke: a fast check, selected with -m smoke for post-deploy smoke runs")
     config.addinivalue_line("markers", "stage: a deployment stage reported as a test")
-    config.addinivalue_line("markers", "disruptive: briefly disturbs the stack; never run in verify-only mode")
     config.addinivalue_line(
         "markers", "evidence(*services): whose state and logs a failure of these checks carries ('workers': all)"
     )
@@ -152,27 +151,22 @@ def _update_metadata(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Stages run before any check, whatever the order of the files; disruptive checks run last.
-    items.sort(
-        key=lambda item: 0 if item.get_closest_marker("stage") else 2 if item.get_closest_marker("disruptive") else 1
-    )
+    # Stages run before any check, whatever the order of the files.
+    items.sort(key=lambda item: 0 if item.get_closest_marker("stage") else 1)
     mode = config.stash[RUN_RECORD].mode if RUN_RECORD in config.stash else "deploy"
     if mode != "deploy":
-        # Verify-only starts and changes nothing: no deploy stage but preflight, no disruptive check.
-        # A manual rollback is verified like an automatic one, and a release that is already current like a
-        # post-deploy smoke run: with the smoke checks.
-        def deploys_or_disrupts(item: pytest.Item) -> bool:
-            stage = item.get_closest_marker("stage")
-            if stage is not None:
+        # Verify-only starts and changes nothing: no deploy stage but preflight. A manual rollback is verified
+        # like an automatic one, and a release that is already current like a post-deploy smoke run: with the
+        # smoke checks.
+        def not_for_this_mode(item: pytest.Item) -> bool:
+            if item.get_closest_marker("stage") is not None:
                 return "preflight" not in item.name
-            if mode in ("rollback-to", "already-current") and item.get_closest_marker("smoke") is None:
-                return True
-            return item.get_closest_marker("disruptive") is not None
+            return mode in ("rollback-to", "already-current") and item.get_closest_marker("smoke") is None
 
-        deselected = [item for item in items if deploys_or_disrupts(item)]
+        deselected = [item for item in items if not_for_this_mode(item)]
         if deselected:
             config.hook.pytest_deselected(items=deselected)
-            items[:] = [item for item in items if not deploys_or_disrupts(item)]
+            items[:] = [item for item in items if not not_for_this_mode(item)]
 
 
 def _reason(report: pytest.TestReport) -> str:

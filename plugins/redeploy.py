@@ -53,7 +53,7 @@ def why_redeploy(environment: Environment, release: str, connect: Callable[[], d
                 return f"{service} is {state.describe()}"
             if state.health == "starting":
                 starting.append(service)
-        if starting:  # just (re)started, e.g. by the last run's disruptive check: healthy soon, or not current
+        if starting:  # just (re)started (its restart policy, a manual restart): healthy soon, or not current
             wait_healthy(client, environment.compose_project, starting, environment.timeouts.check)
         changes = compose_for(environment, current.citus_image, current.id, current.images).would_change(services)
         if changes:
