@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import psycopg
 import pytest
 import requests
 
+from checks.probes import RoundTrip, cluster_health_matrix, distributed_table_round_trip
 from fixtures.stack import Stack
 from plugins.deploycheck import ENVIRONMENT
 from plugins.environment import Environment
@@ -43,3 +45,41 @@ def coordinator(stack: Stack) -> Iterator[psycopg.Connection[tuple[object, ...]]
 def base_url(request: pytest.FixtureRequest, stack: Stack) -> str:
     """The API, reached directly and through Nginx."""
     return stack.api_url if request.param == "api" else stack.proxy_url
+
+
+@pytest.fixture(scope="session")
+def background() -> Iterator[ThreadPoolExecutor]:
+    """Runs the slow, independent probes (the `background_*` fixtures) while the other checks run: pytest runs
+    one test at a time, and the Citus health matrix and the distributed-table probe mostly wait on the nodes.
+    Each probe has its own connection. At the end (an interrupt included) it waits for probes still running,
+    so that nothing of theirs overlaps a rollback."""
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="deploycheck-probe") as pool:
+        yield pool
+
+
+@pytest.fixture(autouse=True)
+def _background_probes_start_with_the_first_check(request: pytest.FixtureRequest) -> None:
+    """The first check starts every `background_*` probe that a selected check uses."""
+    if request.node.get_closest_marker("stage") is not None:
+        return
+    wanted = {
+        name
+        for item in request.session.items
+        for name in getattr(item, "fixturenames", ())  # test functions have them; other items none
+        if name.startswith("background_")
+    }
+    for name in sorted(wanted):
+        request.getfixturevalue(name)
+
+
+# The background probes: the slowest checks as workers are added, each on its own connection.
+
+
+@pytest.fixture(scope="session")
+def background_cluster_health(stack: Stack, background: ThreadPoolExecutor) -> Future[list[tuple[object, ...]]]:
+    return background.submit(cluster_health_matrix, stack)
+
+
+@pytest.fixture(scope="session")
+def background_round_trip(stack: Stack, background: ThreadPoolExecutor) -> Future[RoundTrip]:
+    return background.submit(distributed_table_round_trip, stack)

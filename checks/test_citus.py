@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
+from concurrent.futures import Future
 
 import psycopg
 import pytest
 
+from checks.probes import RoundTrip
 from fixtures.stack import Stack
 
 pytestmark = pytest.mark.evidence("coordinator", "workers")
@@ -34,10 +35,10 @@ def test_active_workers_equal_the_expected_count(
     assert workers == sorted(stack.environment.worker_services)
 
 
-def test_cluster_node_health_is_all_true(coordinator: psycopg.Connection[tuple[object, ...]], stack: Stack) -> None:
-    rows = coordinator.execute(
-        "SELECT from_nodename, to_nodename, result FROM citus_check_cluster_node_health()"
-    ).fetchall()
+def test_cluster_node_health_is_all_true(
+    background_cluster_health: Future[list[tuple[object, ...]]], stack: Stack
+) -> None:
+    rows = background_cluster_health.result()
     nodes = stack.environment.expected_workers + 1
     assert len(rows) == nodes * nodes, f"expected a {nodes} x {nodes} matrix, got {len(rows)} rows"
     bad = [f"{a}->{b}: {r}" for a, b, r in rows if r is not True]
@@ -79,35 +80,12 @@ def test_worker_is_registered_active_primary(dist_nodes: dict[str, list[tuple[ob
     assert rows == [(True, "primary", True)], f"pg_dist_node rows of {worker}: {rows}"
 
 
-def test_distributed_table_round_trip(coordinator: psycopg.Connection[tuple[object, ...]], stack: Stack) -> None:
+def test_distributed_table_round_trip(background_round_trip: Future[RoundTrip], stack: Stack) -> None:
     """Create a distributed table, write through the coordinator, read back, see shards on every worker, drop it."""
-    table = f"deploycheck_probe_{uuid.uuid4().hex[:8]}"
-    coordinator.execute(f"CREATE TABLE {table} (tenant_id bigint NOT NULL, payload text NOT NULL)")
-    try:
-        # At least one shard per worker, so that every worker must hold some (4 shards left 8 workers half idle).
-        shards = max(4, stack.environment.expected_workers)
-        coordinator.execute("SELECT create_distributed_table(%s, 'tenant_id', shard_count => %s)", (table, shards))
-        coordinator.execute(
-            f"INSERT INTO {table} (tenant_id, payload) SELECT i, 'row ' || i FROM generate_series(1, 40) AS i"
-        )
-        row = coordinator.execute(f"SELECT count(*), sum(tenant_id) FROM {table}").fetchone()
-        assert row == (40, 820), f"read back {row} from {table}"
-        one = coordinator.execute(f"SELECT payload FROM {table} WHERE tenant_id = 7").fetchall()
-        assert one == [("row 7",)]
-        nodes = {
-            str(name)
-            for (name,) in coordinator.execute(
-                "SELECT DISTINCT nodename FROM citus_shards WHERE table_name = %s::regclass", (table,)
-            )
-        }
-        assert nodes == set(stack.environment.worker_services), f"shards of {table} are on {sorted(nodes)}"
-        placed = coordinator.execute(
-            "SELECT sum(result::bigint) FROM run_command_on_placements(%s, %s)", (table, "SELECT count(*) FROM %s")
-        ).fetchone()
-        assert placed == (40,), f"the shard tables on the workers hold {placed} rows"
-    finally:
-        coordinator.execute(f"DROP TABLE IF EXISTS {table}")
-    left = coordinator.execute(
-        "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text = %s", (table,)
-    ).fetchone()
-    assert left == (0,), f"{table} left metadata behind after DROP"
+    seen = background_round_trip.result()
+    assert seen.count_and_sum == (40, 820), f"read back {seen.count_and_sum} from {seen.table}"
+    assert seen.one_row == [("row 7",)]
+    workers = set(stack.environment.worker_services)
+    assert seen.shard_nodes == workers, f"shards of {seen.table} are on {sorted(seen.shard_nodes)}"
+    assert seen.rows_in_shards == (40,), f"the shard tables on the workers hold {seen.rows_in_shards} rows"
+    assert seen.metadata_left == (0,), f"{seen.table} left metadata behind after DROP"

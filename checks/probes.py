@@ -1,0 +1,56 @@
+"""Probes that the checks run in the background (see `background` in conftest.py): each opens its own
+coordinator connection and returns what it saw; the checks assert on it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from fixtures.stack import Stack
+
+
+def cluster_health_matrix(stack: Stack) -> list[tuple[object, ...]]:
+    """The (N+1) x (N+1) connection matrix of `citus_check_cluster_node_health()`."""
+    with stack.connect() as conn:
+        return conn.execute(
+            "SELECT from_nodename, to_nodename, result FROM citus_check_cluster_node_health()"
+        ).fetchall()
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    """What the distributed-table probe saw."""
+
+    table: str
+    count_and_sum: tuple[object, ...] | None
+    one_row: list[tuple[object, ...]]
+    shard_nodes: set[str]
+    rows_in_shards: tuple[object, ...] | None
+    metadata_left: tuple[object, ...] | None
+
+
+def distributed_table_round_trip(stack: Stack) -> RoundTrip:
+    """Create a distributed table, write through the coordinator, read back, find its shards, drop it."""
+    table = f"deploycheck_probe_{uuid.uuid4().hex[:8]}"
+    with stack.connect() as conn:
+        conn.execute(f"CREATE TABLE {table} (tenant_id bigint NOT NULL, payload text NOT NULL)")
+        try:
+            # At least one shard per worker, so that every worker must hold some (4 left 8 workers half idle).
+            shards = max(4, stack.environment.expected_workers)
+            conn.execute("SELECT create_distributed_table(%s, 'tenant_id', shard_count => %s)", (table, shards))
+            conn.execute(
+                f"INSERT INTO {table} (tenant_id, payload) SELECT i, 'row ' || i FROM generate_series(1, 40) AS i"
+            )
+            count_and_sum = conn.execute(f"SELECT count(*), sum(tenant_id) FROM {table}").fetchone()
+            one_row = conn.execute(f"SELECT payload FROM {table} WHERE tenant_id = 7").fetchall()
+            query = "SELECT DISTINCT nodename FROM citus_shards WHERE table_name = %s::regclass"
+            shard_nodes = {str(name) for (name,) in conn.execute(query, (table,))}
+            rows_in_shards = conn.execute(
+                "SELECT sum(result::bigint) FROM run_command_on_placements(%s, %s)", (table, "SELECT count(*) FROM %s")
+            ).fetchone()
+        finally:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+        metadata_left = conn.execute(
+            "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text = %s", (table,)
+        ).fetchone()
+    return RoundTrip(table, count_and_sum, one_row, shard_nodes, rows_in_shards, metadata_left)
