@@ -5,7 +5,10 @@
   within POOL_WAIT seconds (database down, or the pool still reconnecting after an outage), the
   request falls back to one direct connection, so the API recovers as soon as the database does
   and an outage is reported with libpq's real reason rather than a pool timeout.
-- Probes (/ready, /version) always open one short-lived direct connection: they test the real path.
+- Probes (/ready, /version) use the same path. /ready's fan-out to the workers then goes over the
+  connections that Citus keeps per session, instead of N new ones per call (a new connection per
+  probe made /ready cost N+1 authentications); the ping before use still fails it at once when the
+  coordinator is gone, and Citus reports each unreachable worker.
 
 Every error text leaving this module goes through describe(): first line only, password removed.
 """
@@ -145,8 +148,11 @@ class Database:
     # -- probes -------------------------------------------------------------------------------
     def citus_version(self) -> str | None:
         try:
-            with self.connect() as conn:
+            with self.connection() as conn:
                 row = conn.execute("SELECT citus_version()").fetchone()
+        except DatabaseUnavailable as exc:
+            log.warning("citus_version unavailable: %s", exc.reason)
+            return None
         except psycopg.Error as exc:
             log.warning("citus_version unavailable: %s", self.describe(exc))
             return None
@@ -155,26 +161,29 @@ class Database:
     def worker_status(self, expected: int | None) -> WorkerStatus:
         s = self.settings
         try:
-            conn = self.connect()
+            with self.connection() as conn:
+                return self._worker_status(conn, expected)
+        except DatabaseUnavailable as exc:
+            return WorkerStatus(False, 0, f"coordinator {s.db_host}:{s.db_port} unreachable: {exc.reason}")
+
+    def _worker_status(self, conn: "psycopg.Connection[Any]", expected: int | None) -> WorkerStatus:
+        s = self.settings
+        # Bound Citus's own wait for a silent worker (default 30 s); a stand-in without the
+        # setting is fine.
+        with contextlib.suppress(psycopg.Error):
+            conn.execute(
+                "SELECT set_config('citus.node_connection_timeout', %s, false)",
+                (str(s.connect_timeout * 1000),),
+            )
+        try:
+            rows: list[tuple[Any, ...]] = conn.execute(
+                "SELECT nodename, nodeport, success, result"
+                " FROM run_command_on_workers('SELECT 1') ORDER BY nodename, nodeport"
+            ).fetchall()
+        except psycopg.errors.QueryCanceled:
+            return WorkerStatus(False, 0, f"workers did not answer within {s.statement_timeout_ms / 1000:g} s")
         except psycopg.Error as exc:
-            return WorkerStatus(False, 0, f"coordinator {s.db_host}:{s.db_port} unreachable: {self.describe(exc)}")
-        with conn:
-            # Bound Citus's own wait for a silent worker (default 30 s); a stand-in without the
-            # setting is fine.
-            with contextlib.suppress(psycopg.Error):
-                conn.execute(
-                    "SELECT set_config('citus.node_connection_timeout', %s, false)",
-                    (str(s.connect_timeout * 1000),),
-                )
-            try:
-                rows: list[tuple[Any, ...]] = conn.execute(
-                    "SELECT nodename, nodeport, success, result"
-                    " FROM run_command_on_workers('SELECT 1') ORDER BY nodename, nodeport"
-                ).fetchall()
-            except psycopg.errors.QueryCanceled:
-                return WorkerStatus(False, 0, f"workers did not answer within {s.statement_timeout_ms / 1000:g} s")
-            except psycopg.Error as exc:
-                return WorkerStatus(False, 0, f"coordinator query failed: {self.describe(exc)}")
+            return WorkerStatus(False, 0, f"coordinator query failed: {self.describe(exc)}")
         total = len(rows)
         ok = sum(1 for r in rows if r[2])
         failed = [r for r in rows if not r[2]]
