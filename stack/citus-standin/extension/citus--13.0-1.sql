@@ -971,6 +971,8 @@ RETURNS SETOF record
 LANGUAGE plpgsql STRICT SET client_min_messages = warning AS $$
 DECLARE
   conn text;
+  opened jsonb := '{}';  -- node -> its connection in this call, checked once (node_connection) for all its commands
+  node text;
   i int;
   r record;
 BEGIN
@@ -982,11 +984,17 @@ BEGIN
   FOR i IN 1 .. coalesce(cardinality(worker_name), 0) LOOP
     node_name := worker_name[i];
     node_port := port[i];
-    BEGIN
-      conn := citus_standin.node_connection(node_name, node_port);
-    EXCEPTION WHEN connection_failure THEN
-      conn := NULL;
-    END;
+    node := node_name || ':' || node_port;
+    IF opened ? node THEN
+      conn := opened->>node;  -- NULL when the node could not be reached earlier in this call
+    ELSE
+      BEGIN
+        conn := citus_standin.node_connection(node_name, node_port);
+      EXCEPTION WHEN connection_failure THEN
+        conn := NULL;
+      END;
+      opened := opened || jsonb_build_object(node, conn);
+    END IF;
     IF conn IS NULL THEN
       success := false;
       result := format('failed to connect to %s:%s', node_name, node_port);
@@ -999,9 +1007,11 @@ BEGIN
         success := false;
         result := citus_standin.first_line(SQLERRM);
       END;
-      PERFORM citus_standin.release_node_connection(conn);
     END IF;
     RETURN NEXT;
+  END LOOP;
+  FOR conn IN SELECT value FROM jsonb_each_text(opened) WHERE value IS NOT NULL LOOP
+    PERFORM citus_standin.release_node_connection(conn);
   END LOOP;
 END;
 $$;
