@@ -9,7 +9,13 @@ import psycopg
 import pytest
 import requests
 
-from checks.probes import RoundTrip, cluster_health_matrix, distributed_table_round_trip
+from checks.probes import (
+    UPSTREAM_FAILURE_PROBE,
+    RoundTrip,
+    cluster_health_matrix,
+    distributed_table_round_trip,
+    run_in_container,
+)
 from fixtures.stack import Stack
 from plugins.deploycheck import ENVIRONMENT
 from plugins.environment import Environment
@@ -72,7 +78,8 @@ def _background_probes_start_with_the_first_check(request: pytest.FixtureRequest
         request.getfixturevalue(name)
 
 
-# The background probes: the slowest checks as workers are added, each on its own connection.
+# The background probes: the Citus ones grow with the workers, each docker exec costs ~70 ms; each has its own
+# connection or Docker client.
 
 
 @pytest.fixture(scope="session")
@@ -83,3 +90,15 @@ def background_cluster_health(stack: Stack, background: ThreadPoolExecutor) -> F
 @pytest.fixture(scope="session")
 def background_round_trip(stack: Stack, background: ThreadPoolExecutor) -> Future[RoundTrip]:
     return background.submit(distributed_table_round_trip, stack)
+
+
+@pytest.fixture(scope="session")
+def background_nginx_config_test(stack: Stack, background: ThreadPoolExecutor) -> Future[tuple[int, str]]:
+    return background.submit(run_in_container, stack, "nginx", ["nginx", "-t"])
+
+
+@pytest.fixture(scope="session")
+def background_upstream_failure(stack: Stack, background: ThreadPoolExecutor) -> Future[tuple[int, str]]:
+    """The upstream-failure probe location, asked from inside the nginx container, response headers included."""
+    command = ["curl", "-sS", "--max-time", "5", "-D", "-", f"http://127.0.0.1{UPSTREAM_FAILURE_PROBE}"]
+    return background.submit(run_in_container, stack, "nginx", command)

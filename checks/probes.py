@@ -7,6 +7,10 @@ import uuid
 from dataclasses import dataclass
 
 from fixtures.stack import Stack
+from plugins.containers import client_for
+
+# Allowed from inside the nginx container only: a location that proxies to a closed port (stack/nginx).
+UPSTREAM_FAILURE_PROBE = "/_dc_probe/upstream-failure"
 
 
 def cluster_health_matrix(stack: Stack) -> list[tuple[object, ...]]:
@@ -54,3 +58,14 @@ def distributed_table_round_trip(stack: Stack) -> RoundTrip:
             "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text = %s", (table,)
         ).fetchone()
     return RoundTrip(table, count_and_sum, one_row, shard_nodes, rows_in_shards, metadata_left)
+
+
+def run_in_container(stack: Stack, service: str, command: list[str]) -> tuple[int, str]:
+    """A command inside a service's container: its exit code and output. With a Docker client of its own, as
+    it runs beside the checks that use the stack's."""
+    client = client_for(stack.environment.docker_host)
+    try:
+        code, output = client.containers.get(stack.containers[service].id).exec_run(command)
+    finally:
+        client.close()
+    return int(code), output.decode(errors="replace")

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import Future
 
 import pytest
 import requests
 
+from checks.probes import UPSTREAM_FAILURE_PROBE
 from fixtures.stack import Stack
 
 TIMEOUT = 10
-UPSTREAM_FAILURE_PROBE = "/_dc_probe/upstream-failure"  # allowed from inside the nginx container only
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -24,9 +25,9 @@ SECURITY_HEADERS = {
 pytestmark = pytest.mark.evidence("nginx", "api")
 
 
-def test_config_test_passes(stack: Stack) -> None:
-    code, output = stack.containers["nginx"].exec_run(["nginx", "-t"])
-    assert code == 0, output.decode(errors="replace")
+def test_config_test_passes(background_nginx_config_test: Future[tuple[int, str]]) -> None:
+    code, output = background_nginx_config_test.result()
+    assert code == 0, output
 
 
 @pytest.mark.smoke
@@ -89,14 +90,11 @@ def test_access_log_is_json(http: requests.Session, stack: Stack) -> None:
     assert entries[-1].get("status") in (200, "200"), entries[-1]
 
 
-def test_clean_error_page_when_the_upstream_fails(stack: Stack) -> None:
+def test_clean_error_page_when_the_upstream_fails(background_upstream_failure: Future[tuple[int, str]]) -> None:
     """A real failed upstream connection inside Nginx (its probe location proxies to a closed port) gives the
     JSON 502 of the server's error pages, without HTML or version. The API is not touched: a deploy verified
     this way has no moment of downtime (stopping the API for this check took the service down ~2 s)."""
-    code, output = stack.containers["nginx"].exec_run(
-        ["curl", "-sS", "--max-time", "5", "-D", "-", f"http://127.0.0.1{UPSTREAM_FAILURE_PROBE}"]
-    )
-    text = output.decode(errors="replace")
+    code, text = background_upstream_failure.result()
     assert code == 0, f"curl inside nginx failed: {text}"
     head, _, body = text.replace("\r\n", "\n").partition("\n\n")
     status_line, *header_lines = head.splitlines()
