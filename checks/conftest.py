@@ -9,16 +9,20 @@ import psycopg
 import pytest
 import requests
 
-from checks.probes import (
+from fixtures.stack import Stack
+from plugins.deploycheck import ENVIRONMENT
+from plugins.environment import Environment
+
+pytest.register_assert_rewrite("checks.probes")  # the write-then-read probe asserts for its check
+
+from checks.probes import (  # noqa: E402  # after the rewrite registration, which must come first
     UPSTREAM_FAILURE_PROBE,
     RoundTrip,
     cluster_health_matrix,
     distributed_table_round_trip,
     run_in_container,
+    write_then_read,
 )
-from fixtures.stack import Stack
-from plugins.deploycheck import ENVIRONMENT
-from plugins.environment import Environment
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -102,3 +106,9 @@ def background_upstream_failure(stack: Stack, background: ThreadPoolExecutor) ->
     """The upstream-failure probe location, asked from inside the nginx container, response headers included."""
     command = ["curl", "-sS", "--max-time", "5", "-D", "-", f"http://127.0.0.1{UPSTREAM_FAILURE_PROBE}"]
     return background.submit(run_in_container, stack, "nginx", command)
+
+
+@pytest.fixture(scope="session")
+def background_write_then_read(stack: Stack, background: ThreadPoolExecutor) -> dict[str, Future[None]]:
+    """The write-then-read round trip, directly and through Nginx (the `base_url` of the API checks)."""
+    return {url: background.submit(write_then_read, stack, url) for url in (stack.api_url, stack.proxy_url)}

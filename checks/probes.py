@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+import requests
+
 from fixtures.stack import Stack
 from plugins.containers import client_for
 
@@ -69,3 +71,28 @@ def run_in_container(stack: Stack, service: str, command: list[str]) -> tuple[in
     finally:
         client.close()
     return int(code), output.decode(errors="replace")
+
+
+def write_then_read(stack: Stack, base_url: str) -> None:
+    """A store and two orders written through the API at base_url, read back, and found in the workers' shards,
+    not on the coordinator. Its assertions are the check's (pytest rewrites this module's asserts)."""
+    timeout = 10
+    with requests.Session() as http, stack.connect() as conn:
+        http.headers["Authorization"] = f"Bearer {stack.environment.api_token.reveal()}"
+        store = http.post(f"{base_url}/stores", json={"name": f"probe-{uuid.uuid4().hex[:8]}"}, timeout=timeout)
+        assert store.status_code == 201, store.text
+        store_id = int(store.json()["id"])
+        for item, cents in (("tea", 250), ("cake", 475)):
+            order = http.post(
+                f"{base_url}/stores/{store_id}/orders", json={"item": item, "amount_cents": cents}, timeout=timeout
+            )
+            assert order.status_code == 201, order.text
+        orders = http.get(f"{base_url}/stores/{store_id}/orders", timeout=timeout).json()
+        assert [(o["item"], o["amount_cents"]) for o in orders] == [("tea", 250), ("cake", 475)]
+        summary = http.get(f"{base_url}/stores/{store_id}/summary", timeout=timeout).json()
+        assert (summary["orders"], summary["total_cents"]) == (2, 725)
+        on_workers = conn.execute(
+            "SELECT sum(result::bigint) FROM run_command_on_placements('orders', %s)",
+            (f"SELECT count(*) FROM %s WHERE store_id = {store_id}",),
+        ).fetchone()
+        assert on_workers == (2,), f"the workers' shards hold {on_workers} orders of store {store_id}"
