@@ -63,7 +63,8 @@ def background() -> Iterator[ThreadPoolExecutor]:
     one test at a time, and the Citus health matrix and the distributed-table probe mostly wait on the nodes.
     Each probe has its own connection. At the end (an interrupt included) it waits for probes still running,
     so that nothing of theirs overlaps a rollback."""
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="deploycheck-probe") as pool:
+    # A thread for each probe (there are 6): one queued behind the health matrix kept its check waiting ~1 s.
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="deploycheck-probe") as pool:
         yield pool
 
 

@@ -91,8 +91,18 @@ def write_then_read(stack: Stack, base_url: str) -> None:
         assert [(o["item"], o["amount_cents"]) for o in orders] == [("tea", 250), ("cake", 475)]
         summary = http.get(f"{base_url}/stores/{store_id}/summary", timeout=timeout).json()
         assert (summary["orders"], summary["total_cents"]) == (2, 725)
-        on_workers = conn.execute(
-            "SELECT sum(result::bigint) FROM run_command_on_placements('orders', %s)",
-            (f"SELECT count(*) FROM %s WHERE store_id = {store_id}",),
+        # The store's shard, where Citus routed its rows, asked on its worker (one connection, where counting in
+        # every placement made each probe connect to every worker).
+        placement = conn.execute(
+            "SELECT n.nodename, n.nodeport, shard_name('orders'::regclass, p.shardid)"
+            " FROM pg_dist_placement p JOIN pg_dist_node n USING (groupid)"
+            " WHERE p.shardid = get_shard_id_for_distribution_column('orders', %s)",
+            (store_id,),
+        ).fetchall()
+        assert len(placement) == 1, f"the shard of store {store_id} has placements {placement}"
+        node, port, shard = placement[0]
+        in_shard = conn.execute(
+            "SELECT success, result FROM master_run_on_worker(ARRAY[%s], ARRAY[%s], ARRAY[%s], false)",
+            (node, port, f"SELECT count(*) FROM {shard} WHERE store_id = {store_id}"),
         ).fetchone()
-        assert on_workers == (2,), f"the workers' shards hold {on_workers} orders of store {store_id}"
+        assert in_shard == (True, "2"), f"shard {shard} on {node}:{port} holds {in_shard} orders of store {store_id}"
