@@ -17,7 +17,7 @@ pytest.register_assert_rewrite("checks.probes")  # the write-then-read probe ass
 
 from checks.probes import (  # noqa: E402  # after the rewrite registration, which must come first
     UPSTREAM_FAILURE_PROBE,
-    RoundTrip,
+    api_session,
     cluster_health_matrix,
     distributed_table_round_trip,
     run_in_container,
@@ -39,9 +39,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def http(environment: Environment) -> Iterator[requests.Session]:
-    """HTTP with the API token the environment names (the API refuses writes without it)."""
-    with requests.Session() as session:
-        session.headers["Authorization"] = f"Bearer {environment.api_token.reveal()}"
+    with api_session(environment) as session:
         yield session
 
 
@@ -68,14 +66,19 @@ def background() -> Iterator[ThreadPoolExecutor]:
         yield pool
 
 
+BACKGROUND_STARTED = pytest.StashKey[bool]()
+
+
 @pytest.fixture(autouse=True)
 def _background_probes_start_with_the_first_check(request: pytest.FixtureRequest) -> None:
     """The first check starts every `background_*` probe that a selected check uses."""
-    if request.node.get_closest_marker("stage") is not None:
+    session = request.session
+    if request.node.get_closest_marker("stage") is not None or session.stash.get(BACKGROUND_STARTED, False):
         return
+    session.stash[BACKGROUND_STARTED] = True
     wanted = {
         name
-        for item in request.session.items
+        for item in session.items
         for name in getattr(item, "fixturenames", ())  # test functions have them; other items none
         if name.startswith("background_")
     }
@@ -93,7 +96,7 @@ def background_cluster_health(stack: Stack, background: ThreadPoolExecutor) -> F
 
 
 @pytest.fixture(scope="session")
-def background_round_trip(stack: Stack, background: ThreadPoolExecutor) -> Future[RoundTrip]:
+def background_round_trip(stack: Stack, background: ThreadPoolExecutor) -> Future[None]:
     return background.submit(distributed_table_round_trip, stack)
 
 

@@ -1,18 +1,29 @@
-"""Probes that the checks run in the background (see `background` in conftest.py): each opens its own
-coordinator connection and returns what it saw; the checks assert on it."""
+"""Probes that the checks run in the background (see `background` in conftest.py), each with its own connection
+or Docker client. A one-query probe returns what it saw and its check asserts on it; a probe of several steps
+asserts as it goes (pytest rewrites this module's asserts), and its check re-raises that."""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 
 import requests
 
 from fixtures.stack import Stack
 from plugins.containers import client_for
+from plugins.environment import Environment
 
 # Allowed from inside the nginx container only: a location that proxies to a closed port (stack/nginx).
 UPSTREAM_FAILURE_PROBE = "/_dc_probe/upstream-failure"
+
+
+HTTP_TIMEOUT = 10
+
+
+def api_session(environment: Environment) -> requests.Session:
+    """HTTP with the API token the environment names (the API refuses writes without it)."""
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {environment.api_token.reveal()}"
+    return session
 
 
 def cluster_health_matrix(stack: Stack) -> list[tuple[object, ...]]:
@@ -23,20 +34,8 @@ def cluster_health_matrix(stack: Stack) -> list[tuple[object, ...]]:
         ).fetchall()
 
 
-@dataclass(frozen=True)
-class RoundTrip:
-    """What the distributed-table probe saw."""
-
-    table: str
-    count_and_sum: tuple[object, ...] | None
-    one_row: list[tuple[object, ...]]
-    shard_nodes: set[str]
-    rows_in_shards: tuple[object, ...] | None
-    metadata_left: tuple[object, ...] | None
-
-
-def distributed_table_round_trip(stack: Stack) -> RoundTrip:
-    """Create a distributed table, write through the coordinator, read back, find its shards, drop it."""
+def distributed_table_round_trip(stack: Stack) -> None:
+    """Create a distributed table, write through the coordinator, read back, see shards on every worker, drop it."""
     table = f"deploycheck_probe_{uuid.uuid4().hex[:8]}"
     with stack.connect() as conn:
         conn.execute(f"CREATE TABLE {table} (tenant_id bigint NOT NULL, payload text NOT NULL)")
@@ -47,19 +46,20 @@ def distributed_table_round_trip(stack: Stack) -> RoundTrip:
             conn.execute(
                 f"INSERT INTO {table} (tenant_id, payload) SELECT i, 'row ' || i FROM generate_series(1, 40) AS i"
             )
-            count_and_sum = conn.execute(f"SELECT count(*), sum(tenant_id) FROM {table}").fetchone()
-            one_row = conn.execute(f"SELECT payload FROM {table} WHERE tenant_id = 7").fetchall()
+            row = conn.execute(f"SELECT count(*), sum(tenant_id) FROM {table}").fetchone()
+            assert row == (40, 820), f"read back {row} from {table}"
+            assert conn.execute(f"SELECT payload FROM {table} WHERE tenant_id = 7").fetchall() == [("row 7",)]
             query = "SELECT DISTINCT nodename FROM citus_shards WHERE table_name = %s::regclass"
-            shard_nodes = {str(name) for (name,) in conn.execute(query, (table,))}
-            rows_in_shards = conn.execute(
+            nodes = {str(name) for (name,) in conn.execute(query, (table,))}
+            assert nodes == set(stack.environment.worker_services), f"shards of {table} are on {sorted(nodes)}"
+            placed = conn.execute(
                 "SELECT sum(result::bigint) FROM run_command_on_placements(%s, %s)", (table, "SELECT count(*) FROM %s")
             ).fetchone()
+            assert placed == (40,), f"the shard tables on the workers hold {placed} rows"
         finally:
             conn.execute(f"DROP TABLE IF EXISTS {table}")
-        metadata_left = conn.execute(
-            "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text = %s", (table,)
-        ).fetchone()
-    return RoundTrip(table, count_and_sum, one_row, shard_nodes, rows_in_shards, metadata_left)
+        left = conn.execute("SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text = %s", (table,)).fetchone()
+        assert left == (0,), f"{table} left metadata behind after DROP"
 
 
 def run_in_container(stack: Stack, service: str, command: list[str]) -> tuple[int, str]:
@@ -76,9 +76,8 @@ def run_in_container(stack: Stack, service: str, command: list[str]) -> tuple[in
 def write_then_read(stack: Stack, base_url: str) -> None:
     """A store and two orders written through the API at base_url, read back, and found in the workers' shards,
     not on the coordinator. Its assertions are the check's (pytest rewrites this module's asserts)."""
-    timeout = 10
-    with requests.Session() as http, stack.connect() as conn:
-        http.headers["Authorization"] = f"Bearer {stack.environment.api_token.reveal()}"
+    timeout = HTTP_TIMEOUT
+    with api_session(stack.environment) as http, stack.connect() as conn:
         store = http.post(f"{base_url}/stores", json={"name": f"probe-{uuid.uuid4().hex[:8]}"}, timeout=timeout)
         assert store.status_code == 201, store.text
         store_id = int(store.json()["id"])

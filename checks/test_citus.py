@@ -7,7 +7,6 @@ from concurrent.futures import Future
 import psycopg
 import pytest
 
-from checks.probes import RoundTrip
 from fixtures.stack import Stack
 
 pytestmark = pytest.mark.evidence("coordinator", "workers")
@@ -80,12 +79,6 @@ def test_worker_is_registered_active_primary(dist_nodes: dict[str, list[tuple[ob
     assert rows == [(True, "primary", True)], f"pg_dist_node rows of {worker}: {rows}"
 
 
-def test_distributed_table_round_trip(background_round_trip: Future[RoundTrip], stack: Stack) -> None:
+def test_distributed_table_round_trip(background_round_trip: Future[None]) -> None:
     """Create a distributed table, write through the coordinator, read back, see shards on every worker, drop it."""
-    seen = background_round_trip.result()
-    assert seen.count_and_sum == (40, 820), f"read back {seen.count_and_sum} from {seen.table}"
-    assert seen.one_row == [("row 7",)]
-    workers = set(stack.environment.worker_services)
-    assert seen.shard_nodes == workers, f"shards of {seen.table} are on {sorted(seen.shard_nodes)}"
-    assert seen.rows_in_shards == (40,), f"the shard tables on the workers hold {seen.rows_in_shards} rows"
-    assert seen.metadata_left == (0,), f"{seen.table} left metadata behind after DROP"
+    background_round_trip.result()  # its assertions fail the check here

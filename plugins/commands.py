@@ -113,19 +113,6 @@ class Compose:
             temporary.replace(path)
         return path
 
-    def config_services(self) -> list[str]:
-        return self.run("config", "--services", timeout=60).stdout.split()
-
-    def ps(self) -> list[dict[str, object]]:
-        out = self.run("ps", "--all", "--format", "json", timeout=60).stdout
-        # Compose v2 prints one JSON object per line (newer) or one array (older).
-        out = out.strip()
-        if not out:
-            return []
-        if out.startswith("["):
-            return list(json.loads(out))
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
-
 
 def dry_run_changes(output: str) -> list[str]:
     """The actions in the output of ``docker compose --dry-run up`` other than leaving a container running."""
