@@ -426,30 +426,51 @@ def checks_seconds(run: PytestRun) -> float:
     return float(end - start)
 
 
+def one_second_ticks(workdir: Path) -> Path:
+    """A compose override that checks every service every second: the stack as it was before deploycheck ran
+    the healthchecks itself while containers start (a second yardstick, the strictest one)."""
+    path = workdir / "ticks-1s.yaml"
+    services = ["coordinator", *(f"worker-{n}" for n in range(1, 3)), "api", "nginx"]
+    path.write_text("services:\n" + "".join(f"  {s}:\n    healthcheck:\n      interval: 1s\n" for s in services))
+    return path
+
+
 def scenario_green(runner: Runner, results: Results, runs: int) -> None:
-    bench, yardstick = runner.benches["green"], runner.benches["upwait"]
+    bench, yardstick, strict = runner.benches["green"], runner.benches["upwait"], runner.benches["upwait-1s"]
     deploys: list[PytestRun] = []
     ups: list[float] = []
+    ups_1s: list[float] = []
 
     def quiet_start() -> None:
-        # Both start from nothing and from a quiet disk: the other's removed containers and volumes must not
+        # Each starts from nothing and from a quiet disk: another's removed containers and volumes must not
         # still be written back while this one runs initdb.
-        runner.reset(yardstick)
-        runner.reset(bench)
+        for each in (yardstick, strict, bench):
+            runner.reset(each)
         os.sync()
 
+    order = ["up", "up-1s", "deploy"]
     for i in range(runs):
-        # Which goes first alternates, so that neither always runs second (after the other's clean-up).
-        for measure in ("up", "deploy") if i % 2 == 0 else ("deploy", "up"):
+        # Which goes first rotates, so that none always runs after another's clean-up.
+        for measure in order[i % 3 :] + order[: i % 3]:
             quiet_start()
             if measure == "up":
                 ups.append(runner.compose_up_wait(yardstick))
+            elif measure == "up-1s":
+                ups_1s.append(runner.compose_up_wait(strict))
             else:
                 run = runner.pytest(bench, "--release=G")
                 deploys.append(results.note_run(runner.must_pass(run, "the deploy to green")))
-        say(f"green {i + 1}/{runs}: compose up --wait {ups[-1]:.1f} s, deploy to green {deploys[-1].wall:.1f} s")
+        say(
+            f"green {i + 1}/{runs}: compose up --wait {ups[-1]:.1f} s (1 s ticks: {ups_1s[-1]:.1f} s), "
+            f"deploy to green {deploys[-1].wall:.1f} s"
+        )
     walls = [r.wall for r in deploys]
-    results.raw["green"] = {"deploy_seconds": walls, "compose_up_wait_seconds": ups, "stages": stage_medians(deploys)}
+    results.raw["green"] = {
+        "deploy_seconds": walls,
+        "compose_up_wait_seconds": ups,
+        "compose_up_wait_1s_ticks_seconds": ups_1s,
+        "stages": stage_medians(deploys),
+    }
     results.raw["green"]["checks_seconds"] = [checks_seconds(r) for r in deploys]
     # From the command to the deployed stack, before the first check: what `compose up --wait` also does.
     deployed = [r.summary["timings"]["checks_started_at"] - r.started_epoch for r in deploys]
@@ -458,6 +479,8 @@ def scenario_green(runner: Runner, results: Results, runs: int) -> None:
         figure("green", "compose up --wait of the same stack", "s", ups),
         figure("green", "deploy to green (pytest --deploy, all checks)", "s", walls),
         figure("green", "deploy / compose up --wait", "ratio", ratios(walls, ups), Target(1.5), "same run"),
+        figure("green", "compose up --wait, every service checked every 1 s", "s", ups_1s),
+        figure("green", "deploy / that compose up --wait", "ratio", ratios(walls, ups_1s), note="same run"),
         figure("green", "of which deploy stages, pytest start-up included", "s", deployed),
         figure("green", "of which checks (all of them)", "s", results.raw["green"]["checks_seconds"]),
         figure("green", "deploy stages / compose up --wait", "ratio", ratios(deployed, ups), note="same run"),
@@ -665,6 +688,7 @@ def benches(workdir: Path) -> list[Bench]:
     found = [
         Bench("green", (41101, 41102, 41103)),
         Bench("upwait", (41111, 41112, 41113)),
+        Bench("upwait-1s", (41121, 41122, 41123), overrides=(one_second_ticks(workdir),)),
         Bench("exits-worker", (41201, 41202, 41203), overrides=(failfast["worker"][2],)),
         Bench("exits-api", (41211, 41212, 41213), overrides=(failfast["api"][2],)),
         # B's /ready never answers 200: the api stage fails at its deadline (not part of the figure).
