@@ -248,8 +248,8 @@ class OwnHealthchecks:
     def passed(self, container: Container) -> bool:
         """Whether a run of its healthcheck has passed; starts the next run when one is due."""
         last = self._runs.get(container.id)
-        if last is not None and last[1].done() and last[1].result():
-            return True
+        if last is not None and last[1].done() and last[1].exception() is None and last[1].result():
+            return True  # a run that raised (the engine unreachable) is a run that did not pass
         if last is None or (last[1].done() and time.monotonic() - last[0] >= START_INTERVAL_SECONDS):
             run = self._pool.submit(run_own_healthcheck, container)
             run.add_done_callback(lambda _: self._events.poke(OWN_RESULT))

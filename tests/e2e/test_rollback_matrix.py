@@ -270,15 +270,28 @@ def test_new_citus_build_with_a_release_that_fails(
 
 
 def test_ctrl_c_during_the_database_stage(matrix: Matrix, from_a: tuple[set[int], set[int]]) -> None:
-    """B changes the coordinator's configuration, so its database stage recreates it; Ctrl+C in the terminal
-    (SIGINT to the whole process group, Compose included) lands while it does."""
+    """B changes the coordinator's configuration, so its database stage recreates it, with a healthcheck that
+    never passes: Ctrl+C in the terminal (SIGINT to the whole process group, Compose included) lands while the
+    stage waits for it."""
     changed = matrix.deploy.override(
-        "b-coordinator.yaml", "services:\n  coordinator:\n    labels:\n      org.deploycheck.e2e: release-b\n"
+        "b-coordinator.yaml",
+        """
+        services:
+          coordinator:
+            labels:
+              org.deploycheck.e2e: release-b
+            healthcheck:
+              test: ["CMD", "false"]
+        """,
     )
     matrix.environment(changed)
 
     def ctrl_c(process: subprocess.Popen[str]) -> None:
-        time.sleep(1)  # Compose is recreating the coordinator by now
+        client = docker.from_env()
+        label = {"label": [f"com.docker.compose.project={matrix.deploy.project}", "org.deploycheck.e2e=release-b"]}
+        deadline = time.monotonic() + 120
+        while not client.containers.list(filters={**label, "status": "running"}) and time.monotonic() < deadline:
+            time.sleep(0.1)  # until B's coordinator runs: the database stage then waits for it to be healthy
         os.killpg(process.pid, signal.SIGINT)
 
     code, output = _run_until(matrix.deploy, "stage database: started", ctrl_c, "--release=B-sigint")
