@@ -12,13 +12,15 @@ from .conftest import Cluster
 pytestmark = pytest.mark.e2e
 
 
-def on_workers(conn: psycopg.Connection[Any], command: str) -> list[tuple[Any, ...]]:
-    return conn.execute("SELECT * FROM run_command_on_workers(%s)", (command,)).fetchall()
+def on_workers(conn: psycopg.Connection[Any], command: str, parallel: bool = True) -> list[tuple[Any, ...]]:
+    return conn.execute("SELECT * FROM run_command_on_workers(%s, %s)", (command, parallel)).fetchall()
 
 
-def single_result(cluster: Cluster, conn: psycopg.Connection[Any], command: str) -> tuple[bool, str]:
+def single_result(
+    cluster: Cluster, conn: psycopg.Connection[Any], command: str, parallel: bool = True
+) -> tuple[bool, str]:
     """The (success, result) every worker gave; they must agree."""
-    rows = on_workers(conn, command)
+    rows = on_workers(conn, command, parallel)
     assert [(r[0], r[1]) for r in rows] == [(w.name, 5432) for w in sorted(cluster.workers, key=lambda w: w.name)]
     outcomes = {(r[2], r[3]) for r in rows}
     assert len(outcomes) == 1, rows
@@ -39,10 +41,31 @@ def single_result(cluster: Cluster, conn: psycopg.Connection[Any], command: str)
         ("SELEC 1", (False, 'ERROR:  syntax error at or near "SELEC"')),
     ],
 )
+@pytest.mark.parametrize("parallel", [True, False], ids=["parallel", "one-by-one"])
 def test_result_rules(
-    cluster: Cluster, conn: psycopg.Connection[Any], command: str, expected: tuple[bool, str]
+    cluster: Cluster, conn: psycopg.Connection[Any], command: str, expected: tuple[bool, str], parallel: bool
 ) -> None:
-    assert single_result(cluster, conn, command) == expected
+    assert single_result(cluster, conn, command, parallel) == expected
+
+
+def test_several_commands_on_one_node_run_in_order_on_its_connection(conn: psycopg.Connection[Any]) -> None:
+    """master_run_on_worker sends each node its commands one after the other on the node's one connection, while
+    the nodes run at the same time: a node's SET is seen by its next command, and every row keeps its place."""
+    workers = [name for name, _ in conn.execute("SELECT * FROM citus_get_active_worker_nodes() ORDER BY 1")]
+    names = [w for w in workers for _ in range(3)]
+    commands = [
+        c for w in workers for c in ("SET application_name = 'rc_" + w + "'", "SHOW application_name", "SELECT 7")
+    ]
+    rows = conn.execute(
+        "SELECT node_name, success, result FROM master_run_on_worker(%s, %s, %s, true)",
+        (names, [5432] * len(names), commands),
+    ).fetchall()
+    assert rows == [r for w in workers for r in ((w, True, "SET"), (w, True, f"rc_{w}"), (w, True, "7"))]
+
+
+def test_a_command_of_several_statements_gives_the_last_result(cluster: Cluster, conn: psycopg.Connection[Any]) -> None:
+    assert single_result(cluster, conn, "SELECT 1; SELECT 2") == (True, "2")
+    assert single_result(cluster, conn, "SELECT 42") == (True, "42")  # the connections are clean afterwards
 
 
 def test_utility_commands_give_their_tag(cluster: Cluster, conn: psycopg.Connection[Any]) -> None:

@@ -965,49 +965,124 @@ COMMENT ON FUNCTION pg_catalog.citus_check_cluster_node_health()
 ---------------------------------------------------------------------------------------------------
 -- 7. remote commands (sql/citus--8.0-1.sql, udfs/run_command_on_all_nodes; operations/citus_tools.c)
 ---------------------------------------------------------------------------------------------------
+-- evaluate_command for a command sent asynchronously (dblink_send_query): the same rules, read from its result.
+CREATE FUNCTION citus_standin.evaluate_sent_command(conn text, OUT success bool, OUT result text)
+LANGUAGE plpgsql SET client_min_messages = warning AS $$
+DECLARE
+  vals text[];
+  errmsg text;
+BEGIN
+  BEGIN
+    SELECT array_agg(t.v) INTO vals FROM citus_standin.dblink_get_result(conn, false) AS t(v text);
+  EXCEPTION WHEN datatype_mismatch THEN
+    PERFORM 1 FROM citus_standin.dblink_get_result(conn, false) AS t(v text);  -- the end of the results
+    success := false;
+    result := 'expected a single column in query target';
+    RETURN;
+  END;
+  errmsg := citus_standin.dblink_error_message(conn);
+  PERFORM 1 FROM citus_standin.dblink_get_result(conn, false) AS t(v text);  -- the end of the results
+  IF vals IS NULL AND errmsg IS NOT NULL AND errmsg <> 'OK' AND errmsg <> '' THEN
+    success := false;
+    result := citus_standin.first_line(errmsg);
+    RETURN;
+  END IF;
+  IF coalesce(cardinality(vals), 0) > 1 THEN
+    success := false;
+    result := 'expected a single row in query result';
+    RETURN;
+  END IF;
+  success := true;
+  result := coalesce(vals[1], '');
+END;
+$$;
+
 CREATE FUNCTION pg_catalog.master_run_on_worker(worker_name text[], port integer[], command text[],
     parallel boolean, OUT node_name text, OUT node_port integer, OUT success boolean, OUT result text)
 RETURNS SETOF record
 LANGUAGE plpgsql STRICT SET client_min_messages = warning AS $$
 DECLARE
-  conn text;
+  n int := coalesce(cardinality(worker_name), 0);
+  conns text[] := array_fill(NULL::text, ARRAY[n]);  -- each command's connection, NULL: node unreachable
   opened jsonb := '{}';  -- node -> its connection in this call, checked once (node_connection) for all its commands
+  successes bool[] := array_fill(NULL::bool, ARRAY[n]);
+  results text[] := array_fill(NULL::text, ARRAY[n]);
+  pending int[];  -- commands not yet run, in order
+  sent int[];     -- commands under way, at most one per connection
+  busy text[];
   node text;
+  conn text;
   i int;
   r record;
 BEGIN
   IF cardinality(worker_name) <> cardinality(port) OR cardinality(worker_name) <> cardinality(command) THEN
     RAISE EXCEPTION 'expected same number of node name, port, and query string' USING ERRCODE = 'syntax_error';
   END IF;
-  -- commands run one after the other (the parallel flag is accepted and ignored), each on the session's
-  -- connection to its node (node_connection), which a node's second command reuses
-  FOR i IN 1 .. coalesce(cardinality(worker_name), 0) LOOP
-    node_name := worker_name[i];
-    node_port := port[i];
-    node := node_name || ':' || node_port;
-    IF opened ? node THEN
-      conn := opened->>node;  -- NULL when the node could not be reached earlier in this call
-    ELSE
+  -- A command of several statements runs alone (dblink gives its last statement's result; sent, its results
+  -- would come one by one): any ';' inside sends the whole call down the serial path.
+  parallel := parallel AND NOT EXISTS (SELECT 1 FROM unnest(command) c WHERE rtrim(c, E' \t\r\n;') LIKE '%;%');
+  -- each command runs on the session's connection to its node (node_connection), which the node's other
+  -- commands in this call reuse, one after the other
+  FOR i IN 1 .. n LOOP
+    node := worker_name[i] || ':' || port[i];
+    IF NOT opened ? node THEN
       BEGIN
-        conn := citus_standin.node_connection(node_name, node_port);
+        conn := citus_standin.node_connection(worker_name[i], port[i]);
       EXCEPTION WHEN connection_failure THEN
         conn := NULL;
       END;
       opened := opened || jsonb_build_object(node, conn);
     END IF;
-    IF conn IS NULL THEN
-      success := false;
-      result := format('failed to connect to %s:%s', node_name, node_port);
-    ELSE
+    conns[i] := opened->>node;
+    IF conns[i] IS NULL THEN
+      successes[i] := false;
+      results[i] := format('failed to connect to %s:%s', worker_name[i], port[i]);
+    ELSIF NOT parallel THEN
       BEGIN
-        r := citus_standin.evaluate_command(conn, command[i]);
-        success := r.success;
-        result := r.result;
+        r := citus_standin.evaluate_command(conns[i], command[i]);
+        successes[i] := r.success;
+        results[i] := r.result;
       EXCEPTION WHEN OTHERS THEN
-        success := false;
-        result := citus_standin.first_line(SQLERRM);
+        successes[i] := false;
+        results[i] := citus_standin.first_line(SQLERRM);
       END;
     END IF;
+  END LOOP;
+  IF parallel THEN
+    -- as Citus's executor: every node runs its next command at the same time as the others
+    SELECT coalesce(array_agg(k ORDER BY k), '{}') INTO pending FROM generate_series(1, n) k WHERE conns[k] IS NOT NULL;
+    WHILE cardinality(pending) > 0 LOOP
+      sent := '{}';
+      busy := '{}';
+      FOREACH i IN ARRAY pending LOOP
+        CONTINUE WHEN conns[i] = ANY (busy);
+        IF citus_standin.dblink_send_query(conns[i], command[i]) = 1 THEN
+          sent := sent || i;
+          busy := busy || conns[i];
+        ELSE
+          successes[i] := false;
+          results[i] := citus_standin.first_line(citus_standin.dblink_error_message(conns[i]));
+        END IF;
+        pending := array_remove(pending, i);
+      END LOOP;
+      PERFORM citus_standin.wait_until_idle(busy, 'infinity');  -- interruptible, unlike dblink's own wait
+      FOREACH i IN ARRAY sent LOOP
+        BEGIN
+          r := citus_standin.evaluate_sent_command(conns[i]);
+          successes[i] := r.success;
+          results[i] := r.result;
+        EXCEPTION WHEN OTHERS THEN
+          successes[i] := false;
+          results[i] := citus_standin.first_line(SQLERRM);
+        END;
+      END LOOP;
+    END LOOP;
+  END IF;
+  FOR i IN 1 .. n LOOP
+    node_name := worker_name[i];
+    node_port := port[i];
+    success := successes[i];
+    result := results[i];
     RETURN NEXT;
   END LOOP;
   FOR conn IN SELECT value FROM jsonb_each_text(opened) WHERE value IS NOT NULL LOOP
