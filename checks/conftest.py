@@ -8,7 +8,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import psycopg
 import pytest
 import requests
-from docker.models.containers import Container
 
 from fixtures.stack import Stack
 from plugins.deploycheck import ENVIRONMENT
@@ -18,12 +17,9 @@ pytest.register_assert_rewrite("checks.probes")  # the write-then-read probe ass
 
 from checks.probes import (  # noqa: E402  # after the rewrite registration, which must come first
     UPSTREAM_FAILURE_PROBE,
-    ClusterNodes,
     api_session,
     cluster_health_matrix,
-    cluster_nodes,
     distributed_table_round_trip,
-    inspect_containers,
     run_in_container,
     write_then_read,
 )
@@ -65,7 +61,7 @@ def background() -> Iterator[ThreadPoolExecutor]:
     one test at a time, and the Citus health matrix and the distributed-table probe mostly wait on the nodes.
     Each probe has its own connection. At the end (an interrupt included) it waits for probes still running,
     so that nothing of theirs overlaps a rollback."""
-    # A thread for each probe (there are 8): one queued behind the health matrix kept its check waiting ~1 s.
+    # A thread for each probe (there are 6): one queued behind the health matrix kept its check waiting ~1 s.
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="deploycheck-probe") as pool:
         yield pool
 
@@ -91,7 +87,7 @@ def _background_probes_start_with_the_first_check(request: pytest.FixtureRequest
 
 
 # The background probes: the Citus ones grow with the workers, each docker exec costs ~70 ms; each has its own
-# connection or Docker client, but for the inspection, which only reads the containers through the stack's.
+# connection or Docker client.
 
 
 @pytest.fixture(scope="session")
@@ -100,18 +96,8 @@ def background_cluster_health(stack: Stack, background: ThreadPoolExecutor) -> F
 
 
 @pytest.fixture(scope="session")
-def background_cluster_nodes(stack: Stack, background: ThreadPoolExecutor) -> Future[ClusterNodes]:
-    return background.submit(cluster_nodes, stack)
-
-
-@pytest.fixture(scope="session")
 def background_round_trip(stack: Stack, background: ThreadPoolExecutor) -> Future[None]:
     return background.submit(distributed_table_round_trip, stack)
-
-
-@pytest.fixture(scope="session")
-def background_inspect(stack: Stack, background: ThreadPoolExecutor) -> Future[dict[str, Container]]:
-    return background.submit(inspect_containers, stack)
 
 
 @pytest.fixture(scope="session")

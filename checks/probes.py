@@ -5,12 +5,8 @@ asserts as it goes (pytest rewrites this module's asserts), and its check re-rai
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
-import docker.errors
 import requests
-from docker.models.containers import Container
 
 from fixtures.stack import Stack
 from plugins.containers import client_for
@@ -21,11 +17,6 @@ UPSTREAM_FAILURE_PROBE = "/_dc_probe/upstream-failure"
 
 
 HTTP_TIMEOUT = 10
-
-# Both must give one value on every node: the library's version and the installed extension's.
-NODE_VERSION_QUERIES = ("SELECT citus_version()", "SELECT extversion FROM pg_extension WHERE extname = 'citus'")
-
-Rows = list[tuple[object, ...]]
 
 
 def api_session(environment: Environment) -> requests.Session:
@@ -41,36 +32,6 @@ def cluster_health_matrix(stack: Stack) -> list[tuple[object, ...]]:
         return conn.execute(
             "SELECT from_nodename, to_nodename, result FROM citus_check_cluster_node_health()"
         ).fetchall()
-
-
-@dataclass(frozen=True)
-class ClusterNodes:
-    """What the per-node Citus checks assert on, read through one coordinator session."""
-
-    versions: dict[str, Rows]  # each of NODE_VERSION_QUERIES -> (nodeid, success, result) of every node
-    commands_on_workers: dict[str, Rows]  # worker name -> (success, result) of `SELECT 1` there
-    dist_nodes: dict[str, Rows]  # node name -> (isactive, noderole, shouldhaveshards) rows on port 5432
-
-
-def cluster_nodes(stack: Stack) -> ClusterNodes:
-    """Every node's versions, a command on every worker, and pg_dist_node, in one session: it connects to each
-    node once (a new node connection is a password handshake, ~9 ms of CPU here)."""
-    commands: dict[str, Rows] = {}
-    dist_nodes: dict[str, Rows] = {}
-    with stack.connect() as conn:
-        versions = {
-            query: conn.execute("SELECT nodeid, success, result FROM run_command_on_all_nodes(%s)", (query,)).fetchall()
-            for query in NODE_VERSION_QUERIES
-        }
-        for nodename, success, result in conn.execute(
-            "SELECT nodename, success, result FROM run_command_on_workers('SELECT 1')"
-        ):
-            commands.setdefault(str(nodename), []).append((success, result))
-        for nodename, *row in conn.execute(
-            "SELECT nodename, isactive, noderole::text, shouldhaveshards FROM pg_dist_node WHERE nodeport = 5432"
-        ):
-            dist_nodes.setdefault(str(nodename), []).append(tuple(row))
-    return ClusterNodes(versions, commands, dist_nodes)
 
 
 def distributed_table_round_trip(stack: Stack) -> None:
@@ -99,22 +60,6 @@ def distributed_table_round_trip(stack: Stack) -> None:
             conn.execute(f"DROP TABLE IF EXISTS {table}")
         left = conn.execute("SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text = %s", (table,)).fetchone()
         assert left == (0,), f"{table} left metadata behind after DROP"
-
-
-def inspect_containers(stack: Stack) -> dict[str, Container]:
-    """Every service's container as the engine sees it now, asked for all at once, for the three health checks
-    (a container removed since the stack was attached is left out: its checks say it has none)."""
-
-    def inspect(container: Container) -> bool:
-        try:
-            container.reload()
-        except docker.errors.NotFound:
-            return False
-        return True
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        found = list(pool.map(inspect, stack.containers.values()))
-    return {service: c for (service, c), ok in zip(stack.containers.items(), found, strict=True) if ok}
 
 
 def run_in_container(stack: Stack, service: str, command: list[str]) -> tuple[int, str]:

@@ -7,20 +7,18 @@ from concurrent.futures import Future
 import psycopg
 import pytest
 
-from checks.probes import NODE_VERSION_QUERIES, ClusterNodes
 from fixtures.stack import Stack
 
 pytestmark = pytest.mark.evidence("coordinator", "workers")
 
 
-@pytest.fixture(scope="session")
-def cluster_nodes(background_cluster_nodes: Future[ClusterNodes]) -> ClusterNodes:
-    return background_cluster_nodes.result()
-
-
-@pytest.mark.parametrize("query", NODE_VERSION_QUERIES)
-def test_every_node_runs_the_same_citus_version(cluster_nodes: ClusterNodes, stack: Stack, query: str) -> None:
-    rows = cluster_nodes.versions[query]
+@pytest.mark.parametrize(
+    "query", ["SELECT citus_version()", "SELECT extversion FROM pg_extension WHERE extname = 'citus'"]
+)
+def test_every_node_runs_the_same_citus_version(
+    coordinator: psycopg.Connection[tuple[object, ...]], stack: Stack, query: str
+) -> None:
+    rows = coordinator.execute("SELECT nodeid, success, result FROM run_command_on_all_nodes(%s)", (query,)).fetchall()
     failed = [f"node {nodeid}: {result}" for nodeid, success, result in rows if not success]
     assert not failed, f"{query} failed on {', '.join(failed)}"
     versions = {str(result) for _, _, result in rows}
@@ -46,13 +44,38 @@ def test_cluster_node_health_is_all_true(
     assert not bad, f"unhealthy connections: {', '.join(bad)}"
 
 
-def test_worker_runs_commands(cluster_nodes: ClusterNodes, worker: str) -> None:
-    rows = cluster_nodes.commands_on_workers.get(worker, [])
+@pytest.fixture(scope="session")
+def commands_on_workers(coordinator: psycopg.Connection[tuple[object, ...]]) -> dict[str, list[tuple[object, ...]]]:
+    """One `run_command_on_workers` for every worker at once (it reaches all of them anyway), by worker name.
+
+    Asking it once per worker ran the command on every worker N times: N x N round trips for N workers.
+    """
+    by_worker: dict[str, list[tuple[object, ...]]] = {}
+    for nodename, success, result in coordinator.execute(
+        "SELECT nodename, success, result FROM run_command_on_workers('SELECT 1')"
+    ):
+        by_worker.setdefault(str(nodename), []).append((success, result))
+    return by_worker
+
+
+@pytest.fixture(scope="session")
+def dist_nodes(coordinator: psycopg.Connection[tuple[object, ...]]) -> dict[str, list[tuple[object, ...]]]:
+    """The pg_dist_node rows on port 5432, read once for every worker check, by node name."""
+    by_node: dict[str, list[tuple[object, ...]]] = {}
+    for nodename, *row in coordinator.execute(
+        "SELECT nodename, isactive, noderole::text, shouldhaveshards FROM pg_dist_node WHERE nodeport = 5432"
+    ):
+        by_node.setdefault(str(nodename), []).append(tuple(row))
+    return by_node
+
+
+def test_worker_runs_commands(commands_on_workers: dict[str, list[tuple[object, ...]]], worker: str) -> None:
+    rows = commands_on_workers.get(worker, [])
     assert rows == [(True, "1")], f"run_command_on_workers on {worker}: {rows}"
 
 
-def test_worker_is_registered_active_primary(cluster_nodes: ClusterNodes, worker: str) -> None:
-    rows = cluster_nodes.dist_nodes.get(worker, [])
+def test_worker_is_registered_active_primary(dist_nodes: dict[str, list[tuple[object, ...]]], worker: str) -> None:
+    rows = dist_nodes.get(worker, [])
     assert rows == [(True, "primary", True)], f"pg_dist_node rows of {worker}: {rows}"
 
 
