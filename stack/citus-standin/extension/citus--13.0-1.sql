@@ -415,11 +415,26 @@ $$;
 -- Applies Citus's result rules (EvaluateQueryResult in operations/citus_tools.c) to one command on an
 -- open connection: utility command -> its tag; 1 row x 1 column -> the value (NULL -> ''); 0 rows -> '';
 -- more than one column or row -> failure text; remote error -> the first line of libpq's message.
+CREATE FUNCTION citus_standin.command_result(vals text[], errmsg text, OUT success bool, OUT result text)
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+  IF vals IS NULL AND errmsg IS NOT NULL AND errmsg <> 'OK' AND errmsg <> '' THEN
+    success := false;
+    result := citus_standin.first_line(errmsg);
+  ELSIF coalesce(cardinality(vals), 0) > 1 THEN
+    success := false;
+    result := 'expected a single row in query result';
+  ELSE
+    success := true;
+    result := coalesce(vals[1], '');
+  END IF;
+END;
+$$;
+
 CREATE FUNCTION citus_standin.evaluate_command(conn text, command text, OUT success bool, OUT result text)
 LANGUAGE plpgsql SET client_min_messages = warning AS $$
 DECLARE
   vals text[];
-  errmsg text;
 BEGIN
   BEGIN
     SELECT array_agg(t.v) INTO vals FROM citus_standin.dblink(conn, command, false) AS t(v text);
@@ -429,19 +444,8 @@ BEGIN
     result := 'expected a single column in query target';
     RETURN;
   END;
-  errmsg := citus_standin.dblink_error_message(conn);
-  IF vals IS NULL AND errmsg IS NOT NULL AND errmsg <> 'OK' AND errmsg <> '' THEN
-    success := false;
-    result := citus_standin.first_line(errmsg);
-    RETURN;
-  END IF;
-  IF coalesce(cardinality(vals), 0) > 1 THEN
-    success := false;
-    result := 'expected a single row in query result';
-    RETURN;
-  END IF;
-  success := true;
-  result := coalesce(vals[1], '');
+  SELECT r.success, r.result INTO success, result
+  FROM citus_standin.command_result(vals, citus_standin.dblink_error_message(conn)) r;
 END;
 $$;
 
@@ -982,18 +986,7 @@ BEGIN
   END;
   errmsg := citus_standin.dblink_error_message(conn);
   PERFORM 1 FROM citus_standin.dblink_get_result(conn, false) AS t(v text);  -- the end of the results
-  IF vals IS NULL AND errmsg IS NOT NULL AND errmsg <> 'OK' AND errmsg <> '' THEN
-    success := false;
-    result := citus_standin.first_line(errmsg);
-    RETURN;
-  END IF;
-  IF coalesce(cardinality(vals), 0) > 1 THEN
-    success := false;
-    result := 'expected a single row in query result';
-    RETURN;
-  END IF;
-  success := true;
-  result := coalesce(vals[1], '');
+  SELECT r.success, r.result INTO success, result FROM citus_standin.command_result(vals, errmsg) r;
 END;
 $$;
 
