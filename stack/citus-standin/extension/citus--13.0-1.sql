@@ -431,6 +431,8 @@ BEGIN
 END;
 $$;
 
+-- Runs one command on an open connection and applies command_result; never raises: any error (the
+-- connection lost, too) is the command's failure, with its first line as the result.
 CREATE FUNCTION citus_standin.evaluate_command(conn text, command text, OUT success bool, OUT result text)
 LANGUAGE plpgsql SET client_min_messages = warning AS $$
 DECLARE
@@ -446,6 +448,9 @@ BEGIN
   END;
   SELECT r.success, r.result INTO success, result
   FROM citus_standin.command_result(vals, citus_standin.dblink_error_message(conn)) r;
+EXCEPTION WHEN OTHERS THEN
+  success := false;
+  result := citus_standin.first_line(SQLERRM);
 END;
 $$;
 
@@ -969,7 +974,8 @@ COMMENT ON FUNCTION pg_catalog.citus_check_cluster_node_health()
 ---------------------------------------------------------------------------------------------------
 -- 7. remote commands (sql/citus--8.0-1.sql, udfs/run_command_on_all_nodes; operations/citus_tools.c)
 ---------------------------------------------------------------------------------------------------
--- evaluate_command for a command sent asynchronously (dblink_send_query): the same rules, read from its result.
+-- evaluate_command for a command sent asynchronously (dblink_send_query): the same rules, read from its
+-- result; never raises either.
 CREATE FUNCTION citus_standin.evaluate_sent_command(conn text, OUT success bool, OUT result text)
 LANGUAGE plpgsql SET client_min_messages = warning AS $$
 DECLARE
@@ -987,6 +993,9 @@ BEGIN
   errmsg := citus_standin.dblink_error_message(conn);
   PERFORM 1 FROM citus_standin.dblink_get_result(conn, false) AS t(v text);  -- the end of the results
   SELECT r.success, r.result INTO success, result FROM citus_standin.command_result(vals, errmsg) r;
+EXCEPTION WHEN OTHERS THEN
+  success := false;
+  result := citus_standin.first_line(SQLERRM);
 END;
 $$;
 
@@ -1031,14 +1040,9 @@ BEGIN
       successes[i] := false;
       results[i] := format('failed to connect to %s:%s', worker_name[i], port[i]);
     ELSIF NOT parallel THEN
-      BEGIN
-        r := citus_standin.evaluate_command(conns[i], command[i]);
-        successes[i] := r.success;
-        results[i] := r.result;
-      EXCEPTION WHEN OTHERS THEN
-        successes[i] := false;
-        results[i] := citus_standin.first_line(SQLERRM);
-      END;
+      r := citus_standin.evaluate_command(conns[i], command[i]);
+      successes[i] := r.success;
+      results[i] := r.result;
     END IF;
   END LOOP;
   IF parallel THEN
@@ -1060,14 +1064,9 @@ BEGIN
       END LOOP;
       PERFORM citus_standin.wait_until_idle(busy, 'infinity');  -- interruptible, unlike dblink's own wait
       FOREACH i IN ARRAY sent LOOP
-        BEGIN
-          r := citus_standin.evaluate_sent_command(conns[i]);
-          successes[i] := r.success;
-          results[i] := r.result;
-        EXCEPTION WHEN OTHERS THEN
-          successes[i] := false;
-          results[i] := citus_standin.first_line(SQLERRM);
-        END;
+        r := citus_standin.evaluate_sent_command(conns[i]);
+        successes[i] := r.success;
+        results[i] := r.result;
       END LOOP;
     END LOOP;
   END IF;
