@@ -117,13 +117,23 @@ def _pin_citus_image(release: Release, client: docker.DockerClient, actions: lis
     actions.append(f"pointed {release.citus_image} back at the build release {release.id} ran ({recorded[:19]})")
 
 
-def restore_release(release_id: str, environment: Environment, client: docker.DockerClient, actions: list[str]) -> None:
-    """A release's images and configuration for the whole stack, then verified; what was done goes to ``actions``."""
-    previous = Ledger(environment.ledger_file).good(release_id)
-    if previous is None:
+def good_release(release_id: str, environment: Environment) -> Release:
+    """The ledger's entry of a release that deployed green; a rollback can only bring back such a release."""
+    release = Ledger(environment.ledger_file).good(release_id)
+    if release is None:
         raise RollbackFailed(
             f"release {release_id} never deployed green: it is not in the ledger {environment.ledger_file}"
         )
+    return release
+
+
+def restore_release(release_id: str, environment: Environment, client: docker.DockerClient, actions: list[str]) -> None:
+    """A release's images and configuration for the whole stack, then verified; what was done goes to ``actions``."""
+    bring_back(good_release(release_id, environment), environment, client, actions)
+
+
+def bring_back(previous: Release, environment: Environment, client: docker.DockerClient, actions: list[str]) -> None:
+    """``restore_release`` for a ledger entry already read."""
     compose = compose_of(previous, environment)
     _pin_citus_image(previous, client, actions)
     services = environment.services
@@ -151,12 +161,10 @@ def restore_release(release_id: str, environment: Environment, client: docker.Do
 def _restore(record: RunRecord, environment: Environment, client: docker.DockerClient) -> None:
     """The database first, when the failed release changed it, then the previous release's containers."""
     assert record.previous_release is not None
+    previous = good_release(record.previous_release, environment)  # read once: for the database and the containers
     if record.migrations_applied:
         if record.backup_folder is None:
             raise RollbackFailed("the failed release changed the database, and no backup was taken before it")
-        previous = Ledger(environment.ledger_file).good(record.previous_release)
-        if previous is None:
-            raise RollbackFailed(f"release {record.previous_release} is not in the ledger")
         compose = compose_of(previous, environment)
         seconds = backup.restore(environment, client, compose, Path(record.backup_folder))
         record.rollback.database_restored = True
@@ -166,8 +174,8 @@ def _restore(record: RunRecord, environment: Environment, client: docker.DockerC
             f"({record.backup_bytes / 2**20:.1f} MiB) in {seconds:.1f} s: migrations "
             f"{', '.join(record.migrations_applied)} of the failed release are undone"
         )
-    restore_release(record.previous_release, environment, client, record.rollback.actions)
-    record.rollback.restored_release = record.previous_release
+    bring_back(previous, environment, client, record.rollback.actions)
+    record.rollback.restored_release = previous.id
 
 
 def perform(
