@@ -645,9 +645,59 @@ def scenario_restore(runner: Runner, results: Results, runs: int) -> None:
 ALL_PAIRS_CHECK = "cluster_node_health"
 
 
+def extra_pairs_core_seconds(pairs_small: int, pairs_large: int, cpu_per_pair: float, cores: int) -> float:
+    """Seconds of every core that the larger cluster's extra node pairs take at least, at that CPU per pair."""
+    return (pairs_large - pairs_small) * cpu_per_pair / cores
+
+
+def containers_cpu_seconds(client: Any, project: str) -> float:
+    """CPU seconds the project's containers have used so far, by the engine's own counters."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    found = client.containers.list(filters={"label": f"{PROJECT_LABEL}={project}"})
+    with ThreadPoolExecutor(len(found)) as pool:  # Docker 20.10 takes ~1 s to answer each, even one-shot
+        usages = pool.map(
+            lambda c: c.stats(stream=False, one_shot=True)["cpu_stats"]["cpu_usage"]["total_usage"], found
+        )
+        return float(sum(usages)) / 1e9
+
+
+@dataclass(frozen=True)
+class AllPairs:
+    pairs: int
+    seconds: list[float]
+    cpu_per_pair: list[float]  # CPU seconds of the stack's containers per pair, run by run
+
+
+def all_pairs_matrix(runner: Runner, bench: Bench, runs: int) -> AllPairs:
+    """`citus_check_cluster_node_health()` alone on the running stack, as the check calls it, `runs` times."""
+    import psycopg
+
+    seconds, cpu, pairs = [], [], 0
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=bench.ports[0],
+        dbname="deploycheck",
+        user="deploycheck",
+        password=runner.secret_env[PASSWORD_VARIABLE],
+        autocommit=True,
+    ) as conn:
+        for _ in range(runs):
+            before = containers_cpu_seconds(runner.client, bench.project)
+            start = time.monotonic()
+            results = [row[0] for row in conn.execute("SELECT result FROM citus_check_cluster_node_health()")]
+            seconds.append(time.monotonic() - start)
+            cpu.append(containers_cpu_seconds(runner.client, bench.project) - before)
+            if not all(results):
+                raise BenchmarkError(f"{bench.project}: the all-pairs matrix has failed pairs: {results}")
+            pairs = len(results)
+    return AllPairs(pairs, seconds, [c / pairs for c in cpu])
+
+
 def scenario_scale(runner: Runner, results: Results, runs: int) -> None:
     every_check: dict[int, list[float]] = {}
     but_all_pairs: dict[int, list[float]] = {}
+    matrix: dict[int, AllPairs] = {}
     for workers in SCALE_WORKERS:
         bench = runner.benches[f"scale-{workers}"]
         runner.reset(bench)
@@ -658,9 +708,11 @@ def scenario_scale(runner: Runner, results: Results, runs: int) -> None:
             values.append(checks_seconds(run))
             run = runner.pytest(bench, "--verify-only", "-k", f"not {ALL_PAIRS_CHECK}")
             without.append(checks_seconds(results.note_run(runner.must_pass(run, "the checks"))))
+        matrix[workers] = all_pairs_matrix(runner, bench, runs)
         say(
             f"scale {workers} workers: deploy {deploy.wall:.1f} s, checks median {statistics.median(values):.2f} s "
-            f"({statistics.median(without):.2f} s without the all-pairs matrix)"
+            f"({statistics.median(without):.2f} s without the all-pairs matrix; the matrix alone "
+            f"{statistics.median(matrix[workers].seconds):.2f} s, {matrix[workers].pairs} pairs)"
         )
         runner.reset(bench)
         every_check[workers], but_all_pairs[workers] = values, without
@@ -698,6 +750,43 @@ def scenario_scale(runner: Runner, results: Results, runs: int) -> None:
             "ratio",
             ratios(but_all_pairs[last], but_all_pairs[first]),
             note="run by run; no target: the figure shows what the all-pairs check costs",
+        )
+    )
+    for workers in SCALE_WORKERS:
+        m = matrix[workers]
+        results.figures.append(
+            figure("scale", f"the all-pairs matrix alone, {workers} workers ({m.pairs} pairs)", "s", m.seconds)
+        )
+        results.figures.append(
+            figure(
+                "scale",
+                f"its CPU per pair, {workers} workers",
+                "ms",
+                [c * 1000 for c in m.cpu_per_pair],
+                note="the stack's containers, by the engine's counters",
+            )
+        )
+        results.raw[f"scale-{workers}"]["all_pairs"] = asdict(m)
+    cores = os.cpu_count() or 1
+    extra = matrix[last].pairs - matrix[first].pairs
+    results.figures.append(
+        figure(
+            "scale",
+            f"growth the target allows from {first} to {last} workers: 0.5 × checks at {first} workers",
+            "s",
+            [0.5 * v for v in every_check[first]],
+        )
+    )
+    results.figures.append(
+        figure(
+            "scale",
+            f"time of all {cores} cores that the {extra} extra pairs at {last} workers need",
+            "s",
+            [
+                extra_pairs_core_seconds(matrix[first].pairs, matrix[last].pairs, c, cores)
+                for c in matrix[last].cpu_per_pair
+            ],
+            note="extra pairs × CPU per pair / cores",
         )
     )
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from plugins.record import CheckRecord, RunRecord, StageRecord
-from scripts.benchmark import Figure, Stats, Target, figure, markdown_report, markdown_table, parse_args, ratios
+from scripts.benchmark import (
+    Figure,
+    Stats,
+    Target,
+    extra_pairs_core_seconds,
+    figure,
+    markdown_report,
+    markdown_table,
+    parse_args,
+    ratios,
+)
 
 
 def test_stats_are_median_min_max_and_count() -> None:
@@ -26,6 +36,12 @@ def test_ratios_pair_runs_of_the_same_iteration() -> None:
     assert ratios([3.0, 8.0], [2.0, 4.0]) == [1.5, 2.0]
     with pytest.raises(ValueError):
         ratios([1.0], [1.0, 2.0])
+
+
+def test_extra_pairs_take_their_cpu_spread_over_every_core() -> None:
+    # 2 workers: 3 nodes, 9 pairs; 8 workers: 9 nodes, 81 pairs; 10 ms of CPU each, 2 cores
+    assert extra_pairs_core_seconds(9, 81, 0.010, 2) == pytest.approx(0.36)
+    assert extra_pairs_core_seconds(9, 9, 0.010, 2) == 0
 
 
 def test_markdown_table_has_one_row_per_figure_with_target_and_verdict() -> None:
