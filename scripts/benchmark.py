@@ -47,6 +47,7 @@ RELEASE_IMAGE = "deploycheck/api-bench"
 BROKEN_READY_IMAGE = "deploycheck/api:bench-broken-ready"
 SCENARIOS = ("green", "redeploy", "smoke", "failfast", "rollback", "restore", "scale")
 SCALE_WORKERS = (2, 4, 8)
+SCALE_TARGET = 1.5  # the checks at the most workers, at most this many times the checks at the fewest
 QUIET_POLL_SECONDS = 30
 QUIET_MAX_SECONDS = 20 * 60
 
@@ -674,23 +675,29 @@ def all_pairs_matrix(runner: Runner, bench: Bench, runs: int) -> AllPairs:
     import psycopg
 
     seconds, cpu, pairs = [], [], 0
-    with psycopg.connect(
-        host="127.0.0.1",
-        port=bench.ports[0],
-        dbname="deploycheck",
-        user="deploycheck",
-        password=runner.secret_env[PASSWORD_VARIABLE],
-        autocommit=True,
-    ) as conn:
-        for _ in range(runs):
-            before = containers_cpu_seconds(runner.client, bench.project)
-            start = time.monotonic()
-            results = [row[0] for row in conn.execute("SELECT result FROM citus_check_cluster_node_health()")]
-            seconds.append(time.monotonic() - start)
-            cpu.append(containers_cpu_seconds(runner.client, bench.project) - before)
-            if not all(results):
-                raise BenchmarkError(f"{bench.project}: the all-pairs matrix has failed pairs: {results}")
-            pairs = len(results)
+    try:
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=bench.ports[0],
+            dbname="deploycheck",
+            user="deploycheck",
+            password=runner.secret_env[PASSWORD_VARIABLE],
+            autocommit=True,
+        ) as conn:
+            for _ in range(runs):
+                before = containers_cpu_seconds(runner.client, bench.project)
+                start = time.monotonic()
+                results = [row[0] for row in conn.execute("SELECT result FROM citus_check_cluster_node_health()")]
+                seconds.append(time.monotonic() - start)
+                cpu.append(containers_cpu_seconds(runner.client, bench.project) - before)
+                if not results or not all(results):
+                    raise BenchmarkError(
+                        f"{bench.project}: the all-pairs matrix is empty or has failed pairs: {results}"
+                    )
+                pairs = len(results)
+    except psycopg.Error as error:
+        reason = str(error).strip().splitlines()[0].replace(runner.secret_env[PASSWORD_VARIABLE], "***")
+        raise BenchmarkError(f"{bench.project}: the all-pairs matrix could not be run: {reason}") from None
     return AllPairs(pairs, seconds, [c / pairs for c in cpu])
 
 
@@ -729,7 +736,7 @@ def scenario_scale(runner: Runner, results: Results, runs: int) -> None:
             f"checks {last} workers / {first} workers",
             "ratio",
             ratios(every_check[last], every_check[first]),
-            Target(1.5),
+            Target(SCALE_TARGET),
             "run by run",
         )
     )
@@ -772,9 +779,9 @@ def scenario_scale(runner: Runner, results: Results, runs: int) -> None:
     results.figures.append(
         figure(
             "scale",
-            f"growth the target allows from {first} to {last} workers: 0.5 × checks at {first} workers",
+            f"growth the target allows from {first} to {last} workers: {SCALE_TARGET - 1:g} × checks at {first} workers",
             "s",
-            [0.5 * v for v in every_check[first]],
+            [(SCALE_TARGET - 1) * v for v in every_check[first]],
         )
     )
     results.figures.append(
