@@ -127,13 +127,10 @@ def good_release(release_id: str, environment: Environment) -> Release:
     return release
 
 
-def restore_release(release_id: str, environment: Environment, client: docker.DockerClient, actions: list[str]) -> None:
+def restore_release(
+    previous: Release, environment: Environment, client: docker.DockerClient, actions: list[str]
+) -> None:
     """A release's images and configuration for the whole stack, then verified; what was done goes to ``actions``."""
-    bring_back(good_release(release_id, environment), environment, client, actions)
-
-
-def bring_back(previous: Release, environment: Environment, client: docker.DockerClient, actions: list[str]) -> None:
-    """``restore_release`` for a ledger entry already read."""
     compose = compose_of(previous, environment)
     _pin_citus_image(previous, client, actions)
     services = environment.services
@@ -174,7 +171,7 @@ def _restore(record: RunRecord, environment: Environment, client: docker.DockerC
             f"({record.backup_bytes / 2**20:.1f} MiB) in {seconds:.1f} s: migrations "
             f"{', '.join(record.migrations_applied)} of the failed release are undone"
         )
-    bring_back(previous, environment, client, record.rollback.actions)
+    restore_release(previous, environment, client, record.rollback.actions)
     record.rollback.restored_release = previous.id
 
 

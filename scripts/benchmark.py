@@ -30,6 +30,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,14 +285,19 @@ class Runner:
         remove_project(self.client, bench.project)
         shutil.rmtree(bench.state_dir, ignore_errors=True)
 
+    def environment(self, bench: Bench) -> Any:
+        """The bench's environment as deploycheck loads it, with this run's secrets."""
+        from plugins.environment import load
+
+        with patched_environ(self.secret_env):
+            return load(self.env_file, f"bench-{bench.name}", ROOT)
+
     def compose(self, bench: Bench, release: str) -> Any:
         """The same Compose handle deploycheck builds for this environment (files, workers, variables)."""
         from plugins import images
         from plugins.commands import compose_for
-        from plugins.environment import load
 
-        with patched_environ(self.secret_env):
-            environment = load(self.env_file, f"bench-{bench.name}", ROOT)
+        environment = self.environment(bench)
         citus, built = images.ensure_all(self.client, environment.citus_image)
         variables = {"api": built[images.API.repository], "nginx": built[images.NGINX.repository]}
         return compose_for(environment, citus.reference, release, variables), environment
@@ -653,9 +659,7 @@ def extra_pairs_core_seconds(pairs_small: int, pairs_large: int, cpu_per_pair: f
 
 def containers_cpu_seconds(client: Any, project: str) -> float:
     """CPU seconds the project's containers have used so far, by the engine's own counters."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    found = client.containers.list(filters={"label": f"{PROJECT_LABEL}={project}"})
+    found = list(containers.project_containers(client, project).values())
     with ThreadPoolExecutor(len(found)) as pool:  # Docker 20.10 takes ~1 s to answer each, even one-shot
         usages = pool.map(
             lambda c: c.stats(stream=False, one_shot=True)["cpu_stats"]["cpu_usage"]["total_usage"], found
@@ -674,16 +678,13 @@ def all_pairs_matrix(runner: Runner, bench: Bench, runs: int) -> AllPairs:
     """`citus_check_cluster_node_health()` alone on the running stack, as the check calls it, `runs` times."""
     import psycopg
 
+    from fixtures.stack import coordinator_connection
+    from plugins.secrets import mask_text
+
+    environment = runner.environment(bench)
     seconds, cpu, pairs = [], [], 0
     try:
-        with psycopg.connect(
-            host="127.0.0.1",
-            port=bench.ports[0],
-            dbname="deploycheck",
-            user="deploycheck",
-            password=runner.secret_env[PASSWORD_VARIABLE],
-            autocommit=True,
-        ) as conn:
+        with coordinator_connection(environment) as conn:
             for _ in range(runs):
                 before = containers_cpu_seconds(runner.client, bench.project)
                 start = time.monotonic()
@@ -696,7 +697,7 @@ def all_pairs_matrix(runner: Runner, bench: Bench, runs: int) -> AllPairs:
                     )
                 pairs = len(results)
     except psycopg.Error as error:
-        reason = str(error).strip().splitlines()[0].replace(runner.secret_env[PASSWORD_VARIABLE], "***")
+        reason = mask_text(str(error).strip().splitlines()[0], environment.secrets)
         raise BenchmarkError(f"{bench.project}: the all-pairs matrix could not be run: {reason}") from None
     return AllPairs(pairs, seconds, [c / pairs for c in cpu])
 

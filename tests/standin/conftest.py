@@ -233,12 +233,14 @@ class Cluster:
     def nodes(self) -> list[Node]:
         return [self.coordinator, *self.workers]
 
-    def connect(self, *, password: str | None = None, notices: list[str] | None = None) -> psycopg.Connection[Any]:
+    def connect(
+        self, *, password: str | None = None, notices: list[str] | None = None, dbname: str = DB_NAME
+    ) -> psycopg.Connection[Any]:
         conn = psycopg.connect(
             host="127.0.0.1",
             port=self.port,
             user=DB_USER,
-            dbname=DB_NAME,
+            dbname=dbname,
             password=self.password if password is None else password,
             connect_timeout=10,
             autocommit=True,

@@ -14,7 +14,7 @@ import pytest
 from fixtures.stages import NodeProblem, citus_problem_through
 from plugins.secrets import Secret
 
-from .conftest import DB_USER, Cluster, Node, psql
+from .conftest import Cluster, Node, psql
 
 pytestmark = pytest.mark.e2e
 
@@ -33,9 +33,7 @@ def database_with_citus_on(cluster: Cluster) -> Iterator[Callable[[list[Node]], 
             node.psql(f"CREATE DATABASE {name}")
         for node in with_citus:
             psql(node.container, "CREATE EXTENSION citus", dbname=name)
-        conn = psycopg.connect(
-            host="127.0.0.1", port=cluster.port, user=DB_USER, dbname=name, password=cluster.password, autocommit=True
-        )
+        conn = cluster.connect(dbname=name)
         connections.append(conn)
         return lambda workers: citus_problem_through(conn, workers, [Secret(cluster.password, "test")])
 
