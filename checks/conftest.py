@@ -1,23 +1,22 @@
-"""Fixtures the checks share: HTTP sessions, a coordinator connection, and per-service parametrization."""
+"""What the built-in checks share: per-service parametrization, the API's two addresses, background probes.
+
+(The fixtures any check may use, a team's own too, are deploycheck's: ``stack``, ``http``, ``coordinator``.)"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import psycopg
 import pytest
-import requests
 
-from fixtures.stack import Stack
-from plugins.deploycheck import ENVIRONMENT
-from plugins.environment import Environment
+from deploycheck.engine import commands
+from deploycheck.plugin import Run
+from deploycheck.stack import Stack
 
-pytest.register_assert_rewrite("checks.probes")  # the write-then-read probe asserts for its check
+pytest.register_assert_rewrite(f"{__package__}.probes")  # the write-then-read probe asserts for its check
 
-from checks.probes import (  # noqa: E402  # after the rewrite registration, which must come first
+from .probes import (  # noqa: E402  # after the rewrite registration, which must come first
     UPSTREAM_FAILURE_PROBE,
-    api_session,
     cluster_health_matrix,
     distributed_table_round_trip,
     run_in_container,
@@ -27,7 +26,7 @@ from checks.probes import (  # noqa: E402  # after the rewrite registration, whi
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """`service`, `node` and `worker` parameters come from the selected environment (its worker count)."""
-    environment = metafunc.config.stash[ENVIRONMENT]
+    environment = Run.of(metafunc.config).environment
     nodes = environment.node_services
     if "service" in metafunc.fixturenames:
         metafunc.parametrize("service", [*nodes, "api", "nginx"])
@@ -35,18 +34,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("node", nodes)
     if "worker" in metafunc.fixturenames:
         metafunc.parametrize("worker", environment.worker_services)
-
-
-@pytest.fixture(scope="session")
-def http(environment: Environment) -> Iterator[requests.Session]:
-    with api_session(environment) as session:
-        yield session
-
-
-@pytest.fixture(scope="session")
-def coordinator(stack: Stack) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
-    with stack.connect() as conn:
-        yield conn
 
 
 @pytest.fixture(params=["api", "proxy"])
@@ -102,13 +89,13 @@ def background_round_trip(stack: Stack, background: ThreadPoolExecutor) -> Futur
 
 @pytest.fixture(scope="session")
 def background_nginx_config_test(stack: Stack, background: ThreadPoolExecutor) -> Future[tuple[int, str]]:
-    return background.submit(run_in_container, stack, "nginx", ["nginx", "-t"])
+    return background.submit(run_in_container, stack, "nginx", commands.nginx_config_test())
 
 
 @pytest.fixture(scope="session")
 def background_upstream_failure(stack: Stack, background: ThreadPoolExecutor) -> Future[tuple[int, str]]:
     """The upstream-failure probe location, asked from inside the nginx container, response headers included."""
-    command = ["curl", "-sS", "--max-time", "5", "-D", "-", f"http://127.0.0.1{UPSTREAM_FAILURE_PROBE}"]
+    command = commands.http_get_with_headers(f"http://127.0.0.1{UPSTREAM_FAILURE_PROBE}")
     return background.submit(run_in_container, stack, "nginx", command)
 
 

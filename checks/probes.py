@@ -6,24 +6,14 @@ from __future__ import annotations
 
 import uuid
 
-import requests
-
-from fixtures.stack import Stack
-from plugins.containers import client_for
-from plugins.environment import Environment
+from deploycheck.engine.commands import Command
+from deploycheck.stack import Stack
 
 # Allowed from inside the nginx container only: a location that proxies to a closed port (stack/nginx).
 UPSTREAM_FAILURE_PROBE = "/_dc_probe/upstream-failure"
 
 
 HTTP_TIMEOUT = 10
-
-
-def api_session(environment: Environment) -> requests.Session:
-    """HTTP with the API token the environment names (the API refuses writes without it)."""
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {environment.api_token.reveal()}"
-    return session
 
 
 def cluster_health_matrix(stack: Stack) -> list[tuple[object, ...]]:
@@ -62,22 +52,23 @@ def distributed_table_round_trip(stack: Stack) -> None:
         assert left == (0,), f"{table} left metadata behind after DROP"
 
 
-def run_in_container(stack: Stack, service: str, command: list[str]) -> tuple[int, str]:
-    """A command inside a service's container: its exit code and output. With a Docker client of its own, as
-    it runs beside the checks that use the stack's."""
-    client = client_for(stack.environment.docker_host)
+def run_in_container(stack: Stack, service: str, command: Command) -> tuple[int, str]:
+    """A command inside a service's container: its exit code and output (stdout, then stderr). With a Docker
+    client of its own, as it runs beside the checks that use the stack's."""
+    client = stack.target.new_docker_client()
     try:
-        code, output = client.containers.get(stack.containers[service].id).exec_run(command)
+        container = client.containers.get(stack.containers[service].id)
+        result = stack.target.runner.exec(container, command, check=False)
     finally:
         client.close()
-    return int(code), output.decode(errors="replace")
+    return result.returncode, result.output
 
 
 def write_then_read(stack: Stack, base_url: str) -> None:
     """A store and two orders written through the API at base_url, read back, and found in the workers' shards,
     not on the coordinator. Its assertions are the check's (pytest rewrites this module's asserts)."""
     timeout = HTTP_TIMEOUT
-    with api_session(stack.environment) as http, stack.connect() as conn:
+    with stack.http_session() as http, stack.connect() as conn:
         store = http.post(f"{base_url}/stores", json={"name": f"probe-{uuid.uuid4().hex[:8]}"}, timeout=timeout)
         assert store.status_code == 201, store.text
         store_id = int(store.json()["id"])

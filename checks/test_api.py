@@ -7,7 +7,7 @@ from concurrent.futures import Future
 import pytest
 import requests
 
-from fixtures.stack import Stack
+from deploycheck.stack import Stack
 
 TIMEOUT = 10
 

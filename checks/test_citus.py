@@ -7,7 +7,7 @@ from concurrent.futures import Future
 import psycopg
 import pytest
 
-from fixtures.stack import Stack
+from deploycheck.stack import Stack
 
 pytestmark = pytest.mark.evidence("coordinator", "workers")
 

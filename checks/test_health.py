@@ -8,8 +8,8 @@ import docker.errors
 import pytest
 from docker.models.containers import Container
 
-from fixtures.stack import Stack
-from plugins.containers import State, run_own_healthcheck
+from deploycheck.engine.containers import State, run_own_healthcheck
+from deploycheck.stack import Stack
 
 
 @pytest.fixture(scope="session")

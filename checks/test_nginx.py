@@ -10,8 +10,10 @@ from concurrent.futures import Future
 import pytest
 import requests
 
-from checks.probes import UPSTREAM_FAILURE_PROBE
-from fixtures.stack import Stack
+from deploycheck.engine.polling import poll
+from deploycheck.stack import Stack
+
+from .probes import UPSTREAM_FAILURE_PROBE
 
 TIMEOUT = 10
 SECURITY_HEADERS = {
@@ -79,14 +81,18 @@ def test_access_log_is_json(http: requests.Session, stack: Stack) -> None:
     marker = f"/health?probe={time.time_ns()}"
     assert http.get(f"{stack.proxy_url}{marker}", timeout=TIMEOUT).status_code == 200
     nginx = stack.containers["nginx"]
-    deadline = time.monotonic() + stack.environment.timeouts.check
-    while True:
+
+    def logged() -> list[dict[str, object]] | None:
         lines = nginx.logs(stdout=True, stderr=False, tail=50).decode(errors="replace").splitlines()
-        entries = [json.loads(line) for line in lines if marker in line]
-        if entries or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)  # the line is usually there on the second read
-    assert entries, f"no access log line for {marker}"
+        return [json.loads(line) for line in lines if marker in line] or None
+
+    # The line is usually there on the second read.
+    entries = poll(
+        logged,
+        seconds=stack.environment.timeouts.check,
+        every=0.05,
+        timed_out=lambda: AssertionError(f"no access log line for {marker}"),
+    )
     assert entries[-1].get("status") in (200, "200"), entries[-1]
 
 

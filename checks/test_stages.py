@@ -1,20 +1,56 @@
-"""The deployment stages, reported as tests so that a failed stage is a failed test case with its reason."""
+"""The deployment stages, reported as tests so that a failed stage is a failed test case with its reason.
+
+Each test asks for its own stage's fixture (fixtures/stages.py), so the stage graph is pytest's own: what
+``--setup-plan`` shows. A mode that does not run a stage deselects its test.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from plugins.record import RunRecord
-from plugins.stages import REPORTED_WITH, STAGES, stage_result
+from deploycheck.deployment import StageResult
 
 
-@pytest.mark.stage
-@pytest.mark.parametrize("name", STAGES)
-def test_stage(name: str, request: pytest.FixtureRequest, run_record: RunRecord) -> None:
-    request.getfixturevalue(f"stage_{name}")
-    assert stage_result(run_record, name) is not None, f"stage {name} left no record"
-    for stage_name in (name, *REPORTED_WITH.get(name, ())):
-        stage = stage_result(run_record, stage_name)
-        if stage is not None and stage.outcome == "failed":
-            evidence = f"\n\n{stage.evidence}" if stage.evidence else ""
-            pytest.fail(f"stage {stage_name} failed: {stage.reason}{evidence}", pytrace=False)
+@pytest.mark.stage("preflight")
+def test_preflight(stage_preflight: StageResult[None]) -> None:
+    stage_preflight.report()
+
+
+@pytest.mark.stage("images")
+def test_images(stage_images: StageResult[object]) -> None:
+    stage_images.report()
+
+
+@pytest.mark.stage("backup")
+def test_backup(stage_backup: StageResult[object]) -> None:
+    stage_backup.report()
+
+
+@pytest.mark.stage("rehearsal")
+def test_rehearsal(stage_rehearsal: StageResult[None]) -> None:
+    stage_rehearsal.report()
+
+
+@pytest.mark.stage("database")
+def test_database(stage_database: StageResult[None]) -> None:
+    stage_database.report()
+
+
+@pytest.mark.stage("citus")
+def test_citus(stage_citus: StageResult[None]) -> None:
+    stage_citus.report()
+
+
+@pytest.mark.stage("migrations")
+def test_migrations(stage_migrations: StageResult[None]) -> None:
+    stage_migrations.report()
+
+
+@pytest.mark.stage("api")
+def test_api(stage_api: StageResult[None]) -> None:
+    stage_api.report()
+
+
+@pytest.mark.stage("proxy")
+def test_proxy(stage_proxy: StageResult[None]) -> None:
+    stage_proxy.report()

@@ -33,9 +33,13 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from plugins import containers
+from deploycheck.engine import containers
+
+if TYPE_CHECKING:
+    from deploycheck.engine.compose import Compose
+    from deploycheck.request.environment import Environment
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "reports" / "benchmark"
@@ -285,22 +289,24 @@ class Runner:
         remove_project(self.client, bench.project)
         shutil.rmtree(bench.state_dir, ignore_errors=True)
 
-    def environment(self, bench: Bench) -> Any:
+    def environment(self, bench: Bench) -> Environment:
         """The bench's environment as deploycheck loads it, with this run's secrets."""
-        from plugins.environment import load
+        from deploycheck.request.environment import load
 
         with patched_environ(self.secret_env):
             return load(self.env_file, f"bench-{bench.name}", ROOT)
 
-    def compose(self, bench: Bench, release: str) -> Any:
+    def compose(self, bench: Bench, release: str) -> tuple[Compose, Environment]:
         """The same Compose handle deploycheck builds for this environment (files, workers, variables)."""
-        from plugins import images
-        from plugins.commands import compose_for
+        from deploycheck.engine import images
+        from deploycheck.engine.compose import compose_for
+        from deploycheck.engine.target import LocalTarget
 
         environment = self.environment(bench)
-        citus, built = images.ensure_all(self.client, environment.citus_image)
+        runner = LocalTarget(environment).runner
+        citus, built = images.ensure_all(self.client, runner, environment.citus_image, environment.images_state_file)
         variables = {"api": built[images.API.repository], "nginx": built[images.NGINX.repository]}
-        return compose_for(environment, citus.reference, release, variables), environment
+        return compose_for(environment, runner, citus.reference, release, variables), environment
 
     def compose_up_wait(self, bench: Bench) -> float:
         """``docker compose up --wait`` of the whole stack from nothing: the yardstick a deploy is held to."""
@@ -365,7 +371,7 @@ class DieWatcher:
 
 def tag_releases(runner: Runner, workdir: Path) -> str:
     """Release images as ``deploycheck/api-bench:RELEASE``: A is the real API, B one whose /ready always fails."""
-    from plugins import images
+    from deploycheck.engine import images
 
     real = images.ensure_built(runner.client, images.API)
     runner.client.images.get(real).tag(RELEASE_IMAGE, tag="A")
@@ -496,7 +502,7 @@ def scenario_green(runner: Runner, results: Results, runs: int) -> None:
 
 def ensure_current(runner: Runner, results: Results, bench: Bench, release: str) -> PytestRun | None:
     """Deploy ``release`` unless it is current and running; returns the deploy it took, if any."""
-    from plugins.ledger import Ledger
+    from deploycheck.release.ledger import Ledger
 
     current = Ledger(bench.state_dir / "ledger.json").current()
     running = bench.project in our_projects(runner.client)
@@ -678,13 +684,14 @@ def all_pairs_matrix(runner: Runner, bench: Bench, runs: int) -> AllPairs:
     """`citus_check_cluster_node_health()` alone on the running stack, as the check calls it, `runs` times."""
     import psycopg
 
-    from fixtures.stack import coordinator_connection
-    from plugins.secrets import mask_text
+    from deploycheck.engine.target import LocalTarget
+    from deploycheck.request.secrets import mask_text
+    from deploycheck.stack import coordinator_connection
 
     environment = runner.environment(bench)
     seconds, cpu, pairs = [], [], 0
     try:
-        with coordinator_connection(environment) as conn:
+        with coordinator_connection(LocalTarget(environment)) as conn:
             for _ in range(runs):
                 before = containers_cpu_seconds(runner.client, bench.project)
                 start = time.monotonic()
@@ -697,7 +704,7 @@ def all_pairs_matrix(runner: Runner, bench: Bench, runs: int) -> AllPairs:
                     )
                 pairs = len(results)
     except psycopg.Error as error:
-        reason = mask_text(str(error).strip().splitlines()[0], environment.secrets)
+        reason = mask_text(str(error).strip().splitlines()[0], environment.all_secrets)
         raise BenchmarkError(f"{bench.project}: the all-pairs matrix could not be run: {reason}") from None
     return AllPairs(pairs, seconds, [c / pairs for c in cpu])
 

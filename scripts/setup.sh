@@ -150,4 +150,4 @@ fi
 mkdir -p "$STATE_DIR"
 cd "$ROOT"
 quiet_flag=(); [ "$QUIET" = 1 ] && quiet_flag=(--quiet)
-"$VENV/bin/python" -m plugins.images ensure "${quiet_flag[@]}"
+PYTHONPATH="$ROOT/plugins" "$VENV/bin/python" -m deploycheck.engine.images ensure "${quiet_flag[@]}"

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from plugins.reporting import OUTCOME_COLOURS
+from deploycheck.record.reporting import OUTCOME_COLOURS
 
 UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 

@@ -23,9 +23,11 @@ import docker
 import psycopg
 from docker.models.containers import Container
 
-from plugins.commands import Compose
-from plugins.containers import project_containers, wait_healthy
-from plugins.environment import Environment
+from deploycheck.engine import commands
+from deploycheck.engine.commands import CommandFailed
+from deploycheck.engine.compose import Compose
+from deploycheck.engine.containers import project_containers, wait_healthy
+from deploycheck.engine.target import Target
 
 KEEP = 10
 DATA_DIR = "/var/lib/postgresql/data"
@@ -45,46 +47,30 @@ class Backup:
     bytes: int
 
 
-def backups_dir(environment: Environment) -> Path:
-    return environment.state_dir / "backups"
+def _backup_node(target: Target, container: Container, archive: Path) -> int:
+    try:
+        target.runner.exec(container, commands.pg_basebackup(target.environment.database.user, SCRATCH))
+        stream, _ = container.get_archive(SCRATCH)
+        with archive.open("wb") as handle:
+            for chunk in stream:
+                handle.write(chunk)
+        target.runner.exec(container, commands.remove_tree(SCRATCH))
+    except CommandFailed as error:
+        raise BackupFailed(f"{container.name}: {error}") from None
+    return archive.stat().st_size
 
 
-def _exec(container: Container, command: str, user: str = "postgres") -> str:
-    code, output = container.exec_run(["sh", "-c", command], user=user)
-    text: str = output.decode(errors="replace")
-    if code != 0:
-        raise BackupFailed(f"{container.name}: `{command.split()[0]}` failed: {text.strip()[-500:]}")
-    return text
-
-
-def _backup_node(container: Container, environment: Environment, target: Path) -> int:
-    _exec(
-        container,
-        f"rm -rf {SCRATCH} && pg_basebackup -D {SCRATCH} -Ft -z -X fetch -U {environment.db_user} --checkpoint=fast",
-    )
-    stream, _ = container.get_archive(SCRATCH)
-    with target.open("wb") as handle:
-        for chunk in stream:
-            handle.write(chunk)
-    _exec(container, f"rm -rf {SCRATCH}")
-    return target.stat().st_size
-
-
-def take(
-    environment: Environment,
-    client: docker.DockerClient,
-    release: str,
-    connection: psycopg.Connection[tuple[object, ...]],
-) -> Backup:
+def take(target: Target, release: str, connection: psycopg.Connection[tuple[object, ...]]) -> Backup:
     """Back up every database node of the running stack, writes blocked meanwhile; keep the last 10."""
+    environment = target.environment
     start = time.monotonic()
     services = environment.node_services
-    containers = project_containers(client, environment.compose_project)
+    containers = project_containers(target.docker, environment.compose_project)
     missing = [s for s in services if s not in containers or containers[s].status != "running"]
     if missing:
         raise BackupFailed(f"cannot back up: {', '.join(missing)} not running")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    folder = backups_dir(environment) / f"{stamp}-{release}"
+    folder = environment.backups_dir / f"{stamp}-{release}"
     folder.mkdir(parents=True, exist_ok=True)
     tables = [str(row[0]) for row in connection.execute("SELECT logicalrelid::regclass::text FROM pg_dist_partition")]
     try:
@@ -92,16 +78,14 @@ def take(
             if tables:
                 connection.execute(f"LOCK TABLE {', '.join(tables)} IN EXCLUSIVE MODE")
             with ThreadPoolExecutor(max_workers=min(8, len(services))) as pool:
-                sizes = list(
-                    pool.map(lambda s: _backup_node(containers[s], environment, folder / f"{s}.tar"), services)
-                )
+                sizes = list(pool.map(lambda s: _backup_node(target, containers[s], folder / f"{s}.tar"), services))
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     backup = Backup(folder, release, tuple(services), time.monotonic() - start, sum(sizes))
     manifest = {"release": release, "taken_at": time.time(), "services": services, "bytes": backup.bytes}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    for old in sorted(p for p in backups_dir(environment).iterdir() if p.is_dir())[:-KEEP]:
+    for old in sorted(p for p in environment.backups_dir.iterdir() if p.is_dir())[:-KEEP]:
         shutil.rmtree(old)
     return backup
 
@@ -137,13 +121,14 @@ def fill_volume(client: docker.DockerClient, image: str, volume: str, archive: P
         helper.remove(force=True)
 
 
-def restore(environment: Environment, client: docker.DockerClient, compose: Compose, folder: Path) -> float:
+def restore(target: Target, compose: Compose, folder: Path) -> float:
     """Put every database node back to the backup in ``folder``; returns the seconds it took."""
+    environment, client = target.environment, target.docker
     start = time.monotonic()
     manifest = json.loads((folder / "manifest.json").read_text())
     services: list[str] = manifest["services"]
     containers = project_containers(client, environment.compose_project)
-    compose.run("stop", *services, timeout=environment.timeouts.stage)
+    compose.stop(services, timeout=environment.timeouts.stage)
     with ThreadPoolExecutor(max_workers=min(8, len(services))) as pool:
         list(
             pool.map(
@@ -151,8 +136,8 @@ def restore(environment: Environment, client: docker.DockerClient, compose: Comp
                 services,
             )
         )
-    compose.run("start", *services, timeout=environment.timeouts.stage)
-    wait_healthy(client, environment.compose_project, services, environment.timeouts.stage, environment.secrets)
+    compose.start(services, timeout=environment.timeouts.stage)
+    wait_healthy(client, environment.compose_project, services, environment.timeouts.stage, environment.all_secrets)
     return time.monotonic() - start
 
 

@@ -6,7 +6,7 @@ import html
 import json
 from pathlib import Path
 
-from plugins.record import RunRecord
+from deploycheck.record.record import RunRecord
 
 OUTCOME_COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "skipped": "#9e9e9e"}
 

@@ -1,92 +1,44 @@
-"""Commands as data, one runner.
-
-Every external command is built as an argument list in one place (``Compose``) and run by ``run`` here.
-Secrets travel only in the child's environment, never on the command line, and any secret value that shows
-up in output is masked before it is kept or raised.
-"""
+"""``docker compose`` for one environment's project: its files, its variables, run by the target's runner."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import os
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plugins.environment import Environment
-from plugins.secrets import Secret, mask_text
+from deploycheck.engine import commands
+from deploycheck.engine.commands import Result, Runner
+from deploycheck.request.environment import Environment
+from deploycheck.request.secrets import Secret
 
-log = logging.getLogger("deploycheck.commands")
-
-
-class CommandFailed(Exception):
-    """A command exited non-zero or timed out; the message says which and ends with its output (masked)."""
-
-    def __init__(self, argv: Sequence[str], detail: str) -> None:
-        super().__init__(f"`{' '.join(argv)}` {detail}")
-        self.argv = list(argv)
-
-
-@dataclass(frozen=True)
-class Result:
-    argv: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def run(
-    argv: Sequence[str],
-    *,
-    env: Mapping[str, str] | None = None,
-    secret_env: Mapping[str, Secret] | None = None,
-    timeout: float = 600,
-    check: bool = True,
-    cwd: Path | None = None,
-) -> Result:
-    secret_env = secret_env or {}
-    child_env = {**os.environ, **(env or {}), **{key: value.reveal() for key, value in secret_env.items()}}
-    secrets = list(secret_env.values())
-    log.info("run: %s", " ".join(argv))
-    try:
-        completed = subprocess.run(
-            list(argv), env=child_env, capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd
-        )
-    except subprocess.TimeoutExpired:
-        raise CommandFailed(argv, f"did not finish within {timeout:.0f} s") from None
-    except FileNotFoundError:
-        raise CommandFailed(argv, f"cannot run: {argv[0]} is not installed") from None
-    result = Result(
-        list(argv), completed.returncode, mask_text(completed.stdout, secrets), mask_text(completed.stderr, secrets)
-    )
-    if check and result.returncode != 0:
-        output = (result.stderr.strip() or result.stdout.strip())[-1500:]
-        raise CommandFailed(argv, f"exited with {result.returncode}: {output}")
-    return result
+WORKERS_FILE_NAME = "workers.compose.json"
+WORKERS_PROFILE = "citus-workers"  # the generated worker services' profile, active in every command
 
 
 @dataclass(frozen=True)
 class Compose:
-    """``docker compose`` for one environment's project: argument lists built here, run by ``run``."""
+    """One project's Compose model (its files and variables); each method is one ``docker compose`` command."""
 
     project: str
     files: tuple[Path, ...]
+    runner: Runner
     variables: Mapping[str, str] = field(default_factory=dict)
     secret_variables: Mapping[str, Secret] = field(default_factory=dict)
-    docker_host: str = ""
 
-    def argv(self, *args: str) -> list[str]:
-        files = [arg for path in self.files for arg in ("-f", str(path))]
-        return ["docker", "compose", "-p", self.project, *files, *args]
+    def command(self, *args: str, timeout: float = 600) -> commands.Command:
+        return commands.compose(
+            self.project,
+            self.files,
+            args,
+            env={**self.variables, "COMPOSE_PROFILES": WORKERS_PROFILE},
+            secret_env=self.secret_variables,
+            timeout=timeout,
+        )
 
     def run(self, *args: str, timeout: float = 600, check: bool = True) -> Result:
-        env = {**self.variables, "COMPOSE_PROFILES": "citus-workers"}
-        if self.docker_host:
-            env["DOCKER_HOST"] = self.docker_host
-        return run(self.argv(*args), env=env, secret_env=self.secret_variables, timeout=timeout, check=check)
+        return self.runner.run(self.command(*args, timeout=timeout), check=check)
 
     def up(self, services: Sequence[str], timeout: float = 600) -> Result:
         # No --wait: deploycheck waits itself, per container, failing at once when one exits.
@@ -94,6 +46,12 @@ class Compose:
 
     def down(self, remove_volumes: bool, timeout: float = 300) -> Result:
         return self.run("down", "--remove-orphans", *(["--volumes"] if remove_volumes else []), timeout=timeout)
+
+    def stop(self, services: Sequence[str], timeout: float) -> Result:
+        return self.run("stop", *services, timeout=timeout)
+
+    def start(self, services: Sequence[str], timeout: float) -> Result:
+        return self.run("start", *services, timeout=timeout)
 
     def would_change(self, services: Sequence[str]) -> list[str]:
         """What ``up`` of ``services`` would do besides leaving running containers as they are (Compose's own
@@ -120,9 +78,6 @@ def dry_run_changes(output: str) -> list[str]:
     return [line for line in lines if line and not line.endswith(" Running")]
 
 
-WORKERS_FILE_NAME = "workers.compose.json"
-
-
 def write_workers_file(environment: Environment, base_file: Path) -> Path:
     """The Compose override that declares one service per expected worker, each with its own volume.
 
@@ -132,7 +87,7 @@ def write_workers_file(environment: Environment, base_file: Path) -> Path:
     services = {
         name: {
             "extends": {"file": str(base_file), "service": "worker"},
-            "profiles": ["citus-workers"],
+            "profiles": [WORKERS_PROFILE],
             "hostname": name,
             "volumes": [f"{name}-data:/var/lib/postgresql/data"],
         }
@@ -149,6 +104,7 @@ def write_workers_file(environment: Environment, base_file: Path) -> Path:
 
 def compose_for(
     environment: Environment,
+    runner: Runner,
     citus_image: str,
     release: str,
     images: Mapping[str, str],
@@ -169,8 +125,8 @@ def compose_for(
         "API_IMAGE": images.get("api", ""),
         "NGINX_IMAGE": images.get("nginx", ""),
         "RELEASE": release,
-        "DB_NAME": environment.db_name,
-        "DB_USER": environment.db_user,
+        "DB_NAME": environment.database.name,
+        "DB_USER": environment.database.user,
         "EXPECTED_WORKERS": str(environment.expected_workers),
         "COORDINATOR_PORT": str(environment.ports.coordinator),
         "API_PORT": str(environment.ports.api),
@@ -179,7 +135,7 @@ def compose_for(
     return Compose(
         project=environment.compose_project,
         files=files,
+        runner=runner,
         variables=variables,
         secret_variables={"DB_PASSWORD": environment.db_password, "API_TOKEN": environment.api_token},
-        docker_host=environment.docker_host,
     )

@@ -1,6 +1,7 @@
-"""The run record: what happened in one run (stages, checks, rollback), kept in ``config.stash``.
+"""The run record: what happened in one run (stages, checks, rollback).
 
-Reports are written from this record alone.
+The deployment that owns the run writes its part (stages, releases, backup, rollback), the plugin the checks'
+outcomes; the reports are written from this record alone. Nothing reads it back to decide what to do.
 """
 
 from __future__ import annotations
@@ -8,8 +9,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
-
-import pytest
 
 StageOutcome = Literal["passed", "failed", "skipped"]
 # deploy; verify-only (--verify-only); rollback-to (--rollback-to=ID); already-current (a deploy of the release
@@ -70,16 +69,10 @@ class RunRecord:
     stages: list[StageRecord] = field(default_factory=list)
     checks: list[CheckRecord] = field(default_factory=list)
     rollback: RollbackRecord = field(default_factory=RollbackRecord)
-    stack_existed_before: bool = False
-    deployed_anything: bool = False
     previous_release: str | None = None  # the ledger's current release when this run started
-    in_ledger: bool = False  # this run's release was entered in the ledger (by the images stage)
-    holds_lock: bool = False
-    unfinished: list[str] = field(default_factory=list)  # releases a killed run left "in progress"
     migrations_applied: list[str] = field(default_factory=list)
     backup_folder: str | None = None  # the backup the backup stage took, if a database was running
     backup_bytes: int = 0
-    redeploy_reason: str = ""  # why the current release is deployed again instead of only verified
 
     @property
     def failed_stage(self) -> StageRecord | None:
@@ -161,6 +154,3 @@ class RunRecord:
             },
             "timings": self.timings(),
         }
-
-
-RUN_RECORD = pytest.StashKey[RunRecord]()

@@ -6,7 +6,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from plugins.record import RunRecord
+from deploycheck.record.record import RunRecord
 
 MAX_ANNOTATIONS = 10  # GitHub shows at most 10 errors per step: aggregate rather than lose them
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import tarfile
-import time
 import uuid
 from pathlib import Path
 
@@ -20,10 +19,12 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from plugins.backup import DATA_DIR, fill_volume
-from plugins.containers import project_containers
-from plugins.environment import Environment
-from plugins.secrets import mask_text
+from deploycheck.engine import commands
+from deploycheck.engine.containers import logs_tail, project_containers
+from deploycheck.engine.polling import poll
+from deploycheck.engine.target import Target
+from deploycheck.release.backup import DATA_DIR, fill_volume
+from deploycheck.request.secrets import mask_text
 
 READY_SECONDS = 120
 
@@ -42,23 +43,28 @@ def _tar_of(files: list[Path]) -> bytes:
     return buffer.getvalue()
 
 
-def _wait_ready(container: Container, environment: Environment) -> None:
-    deadline = time.monotonic() + READY_SECONDS
-    while True:
+def _wait_ready(target: Target, container: Container) -> None:
+    environment = target.environment
+
+    def ready() -> bool | None:
         container.reload()
         if container.status in ("exited", "dead"):
-            logs = container.logs(tail=20).decode(errors="replace")
-            raise RuntimeError(f"the copy of {container.name} exited: {mask_text(logs, environment.secrets)}")
-        code, _ = container.exec_run(["pg_isready", "-q", "-U", environment.db_user, "-d", environment.db_name])
-        if code == 0:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the copy of {container.name} did not become ready within {READY_SECONDS} s")
-        time.sleep(0.25)
+            logs = mask_text(logs_tail(container, 20), environment.all_secrets)
+            raise RuntimeError(f"the copy of {container.name} exited: {logs}")
+        command = commands.pg_isready(environment.database.user, environment.database.name)
+        return True if target.runner.exec(container, command, check=False).returncode == 0 else None
+
+    poll(
+        ready,
+        seconds=READY_SECONDS,
+        every=0.25,
+        timed_out=lambda: RuntimeError(f"the copy of {container.name} did not become ready within {READY_SECONDS} s"),
+    )
 
 
-def rehearse(environment: Environment, client: docker.DockerClient, backup_folder: Path, pending: list[Path]) -> None:
+def rehearse(target: Target, backup_folder: Path, pending: list[Path]) -> None:
     """Apply ``pending`` to a copy of the cluster made from ``backup_folder``; raise on the first failure."""
+    environment, client = target.environment, target.docker
     live = project_containers(client, environment.compose_project)
     nodes = environment.node_services
     tag = f"dccopy-{environment.compose_project}-{uuid.uuid4().hex[:8]}"
@@ -67,10 +73,10 @@ def rehearse(environment: Environment, client: docker.DockerClient, backup_folde
     volumes: list[str] = []
     password = environment.db_password.reveal()  # only into the copies' environment, as Compose does live
     node_environment = {
-        "POSTGRES_USER": environment.db_user,
-        "POSTGRES_DB": environment.db_name,
+        "POSTGRES_USER": environment.database.user,
+        "POSTGRES_DB": environment.database.name,
         "POSTGRES_PASSWORD": password,
-        "PGUSER": environment.db_user,
+        "PGUSER": environment.database.user,
         "PGPASSWORD": password,
     }
     try:
@@ -95,28 +101,16 @@ def rehearse(environment: Environment, client: docker.DockerClient, backup_folde
             network.disconnect(copies[-1])
             network.connect(copies[-1], aliases=[node])
         for copy in copies:
-            _wait_ready(copy, environment)
+            _wait_ready(target, copy)
         coordinator = copies[0]
         coordinator.put_archive("/tmp", _tar_of(pending))
         for path in pending:
-            code, output = coordinator.exec_run(
-                [
-                    "psql",
-                    "-X",
-                    "-q",
-                    "-1",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-U",
-                    environment.db_user,
-                    "-d",
-                    environment.db_name,
-                    "-f",
-                    f"/tmp/deploycheck-migrations/{path.name}",
-                ]
+            command = commands.psql_file(
+                environment.database.user, environment.database.name, f"/tmp/deploycheck-migrations/{path.name}"
             )
-            if code != 0:
-                text = mask_text(output.decode(errors="replace"), environment.secrets).strip()
+            result = target.runner.exec(coordinator, command, check=False)
+            if result.returncode != 0:
+                text = result.output.strip()
                 error = next(
                     (line for line in text.splitlines() if "ERROR" in line), text.splitlines()[-1] if text else ""
                 )

@@ -27,7 +27,9 @@ import docker.errors
 import requests
 from docker.models.containers import Container
 
-from plugins.secrets import Secret, mask_text
+from deploycheck.engine.commands import Command, Runner
+from deploycheck.engine.polling import poll
+from deploycheck.request.secrets import Secret, mask_text
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -53,10 +55,6 @@ class WaitFailed(Exception):
         super().__init__(reason)
         self.reason = reason
         self.evidence = evidence
-
-
-def client_for(docker_host: str) -> docker.DockerClient:
-    return docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
 
 
 def project_containers(client: docker.DockerClient, project: str) -> dict[str, Container]:
@@ -115,28 +113,24 @@ class State:
         return ", ".join(parts)
 
 
-def healthcheck_command(container: Container) -> list[str] | None:
+def healthcheck_command(container: Container) -> Command | None:
     """The command the engine runs to check the container (its Config.Healthcheck.Test), None without one."""
     test = (container.attrs.get("Config", {}).get("Healthcheck") or {}).get("Test") or []
     if not test or test[0] == "NONE":
         return None
     if test[0] == "CMD-SHELL":
-        return ["/bin/sh", "-c", " ".join(test[1:])]
-    return list(test[1:]) if test[0] == "CMD" else list(test)
+        return Command(("/bin/sh", "-c", " ".join(test[1:])))
+    return Command(tuple(test[1:]) if test[0] == "CMD" else tuple(test))
 
 
 def run_own_healthcheck(container: Container) -> bool:
     """Run the container's healthcheck command now, as the engine would (its user, environment and working
-    directory), and say whether it passed. A container without a healthcheck passes while it runs."""
+    directory), and say whether it passed. A container without a healthcheck passes while it runs; one that
+    stopped meanwhile does not (the caller's look at its state says why)."""
     command = healthcheck_command(container)
     if command is None:
         return State.of(container).status == "running"
-    try:
-        # Attached to its output: a detached exec_start returns before the command ends, without an exit code.
-        code, _ = container.exec_run(command)
-    except docker.errors.APIError:  # it stopped meanwhile: not healthy; the caller's look at its state says why
-        return False
-    return bool(code == 0)
+    return Runner().exec(container, command, check=False).returncode == 0
 
 
 def health_log(container: Container, entries: int = 3) -> str:
@@ -338,31 +332,35 @@ def _fail_if_stopped(container: Container, service: str, restarts_before: int, s
 def wait_http_ok(
     url: str,
     deadline_seconds: float,
-    client: docker.DockerClient,
-    project: str,
+    container: Container,
     service: str,
     secrets: Iterable[Secret] = (),
 ) -> None:
     """GET ``url`` until it answers 200; fail at once if the service's container exits or restarts."""
     secrets = list(secrets)
-    deadline = time.monotonic() + deadline_seconds
-    container = project_containers(client, project)[service]
     restarts = State.of(container).restarts
-    last = "no answer yet"
-    while True:
+    last = ["no answer yet"]
+
+    def answered() -> bool | None:
         container.reload()
         state = State.of(container)
         if state.exited or state.restarts > restarts:
             raise WaitFailed(f"{service} stopped while waiting for {url}", evidence(container, secrets))
         try:
             response = requests.get(url, timeout=5)
-            if response.status_code == 200:
-                return
-            last = f"{response.status_code} {response.text[:300]}"
         except requests.RequestException as error:
-            last = type(error).__name__
-        if time.monotonic() > deadline:
-            raise WaitFailed(
-                f"{url} did not answer 200 within {deadline_seconds:.0f} s (last: {last})", evidence(container, secrets)
-            )
-        time.sleep(HTTP_POLL_SECONDS)
+            last[0] = type(error).__name__
+            return None
+        if response.status_code == 200:
+            return True
+        last[0] = f"{response.status_code} {response.text[:300]}"
+        return None
+
+    poll(
+        answered,
+        seconds=deadline_seconds,
+        every=HTTP_POLL_SECONDS,
+        timed_out=lambda: WaitFailed(
+            f"{url} did not answer 200 within {deadline_seconds:.0f} s (last: {last[0]})", evidence(container, secrets)
+        ),
+    )

@@ -1,4 +1,5 @@
-"""The stack's images: one mechanism used by set-up (``python -m plugins.images ensure``) and the images stage.
+"""The stack's images: one mechanism used by set-up (``python -m deploycheck.engine.images ensure``) and the images
+stage.
 
 Each image is built from a folder under ``stack/`` and tagged by a digest of that folder's files, so an image
 is rebuilt only when its files change, and a warm set-up only looks tags up. The Citus image is the official
@@ -12,7 +13,6 @@ import argparse
 import hashlib
 import json
 import logging
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,10 @@ from pathlib import Path
 import docker
 import docker.errors
 
-ROOT = Path(__file__).resolve().parent.parent
+from deploycheck.engine import commands
+from deploycheck.engine.commands import CommandFailed, Runner
+
+ROOT = Path(__file__).resolve().parents[3]  # the suite repository: the reference stack's build folders
 STATE_FILE = ROOT / ".deploycheck" / "images.json"
 OFFICIAL_CITUS_IMAGE = "citusdata/citus:13.0"
 STANDIN_CITUS_IMAGE = "deploycheck/citus-standin:13.0"
@@ -106,24 +109,21 @@ class ImageBuildFailed(RuntimeError):
     """An image of ours did not build; the message carries the end of the build log."""
 
 
-def try_pull(reference: str) -> bool:
-    # The CLI, not the SDK: a registry that does not answer must not hang set-up.
+def try_pull(reference: str, runner: Runner) -> bool:
     log.info("pulling %s", reference)
     try:
-        result = subprocess.run(
-            ["docker", "pull", "-q", reference], capture_output=True, timeout=PULL_TIMEOUT_SECONDS, check=False
-        )
-    except subprocess.TimeoutExpired:
+        runner.run(commands.docker_pull(reference, PULL_TIMEOUT_SECONDS))
+    except CommandFailed:
         return False
-    return result.returncode == 0
+    return True
 
 
 STANDIN_LABEL = "org.deploycheck.standin"  # set by the stand-in's Dockerfile, so a retagged stand-in still tells
 
 
-def resolve_citus_image(client: docker.DockerClient, wanted: str) -> CitusImage:
+def resolve_citus_image(client: docker.DockerClient, runner: Runner, wanted: str) -> CitusImage:
     """The configured Citus image if it is here or can be pulled, else the stand-in (built when missing)."""
-    if wanted != STANDIN_CITUS_IMAGE and (image_exists(client, wanted) or try_pull(wanted)):
+    if wanted != STANDIN_CITUS_IMAGE and (image_exists(client, wanted) or try_pull(wanted, runner)):
         labels = client.images.get(wanted).labels or {}
         return CitusImage(wanted, is_standin=labels.get(STANDIN_LABEL) == "citus")
     if wanted != STANDIN_CITUS_IMAGE:
@@ -134,23 +134,23 @@ def resolve_citus_image(client: docker.DockerClient, wanted: str) -> CitusImage:
     return CitusImage(STANDIN_CITUS_IMAGE, is_standin=True)
 
 
-def remembered_citus_image() -> CitusImage | None:
+def remembered_citus_image(state_file: Path) -> CitusImage | None:
     """The Citus image set-up chose last time, so a warm run does not ask a registry again."""
     try:
-        state = json.loads(STATE_FILE.read_text())
+        state = json.loads(state_file.read_text())
         return CitusImage(state["citus_image"], bool(state["citus_is_standin"]))
     except (OSError, ValueError, KeyError):
         return None
 
 
-def remember(citus: CitusImage) -> None:
-    STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
-    STATE_FILE.write_text(json.dumps({"citus_image": citus.reference, "citus_is_standin": citus.is_standin}) + "\n")
+def remember(citus: CitusImage, state_file: Path) -> None:
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps({"citus_image": citus.reference, "citus_is_standin": citus.is_standin}) + "\n")
 
 
-def preferred_citus_image(wanted: str) -> str:
+def preferred_citus_image(wanted: str, state_file: Path = STATE_FILE) -> str:
     """The Citus image to ask for: the configured one, unless set-up already found it cannot be had."""
-    remembered = remembered_citus_image()
+    remembered = remembered_citus_image(state_file)
     if remembered is not None and remembered.is_standin and wanted == OFFICIAL_CITUS_IMAGE:
         # The official image could not be had last time; keep the stand-in until set-up is asked to retry.
         return STANDIN_CITUS_IMAGE
@@ -165,16 +165,18 @@ def split_reference(reference: str) -> tuple[str, str]:
     return repository, tag
 
 
-def ensure_all(client: docker.DockerClient, wanted_citus: str) -> tuple[CitusImage, dict[str, str]]:
+def ensure_all(
+    client: docker.DockerClient, runner: Runner, wanted_citus: str, state_file: Path = STATE_FILE
+) -> tuple[CitusImage, dict[str, str]]:
     """Everything the stack runs, built or found: the Citus image and our own images by content tag."""
-    citus = resolve_citus_image(client, preferred_citus_image(wanted_citus))
-    remember(citus)
+    citus = resolve_citus_image(client, runner, preferred_citus_image(wanted_citus, state_file))
+    remember(citus, state_file)
     built = {spec.repository: ensure_built(client, spec) for spec in (API, NGINX)}
     return citus, built
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m plugins.images", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m deploycheck.engine.images", description=__doc__)
     parser.add_argument("command", choices=["ensure"])
     parser.add_argument("--citus-image", default=OFFICIAL_CITUS_IMAGE, help="the Citus image to use when it can be had")
     parser.add_argument("--retry-pull", action="store_true", help="ask the registry again for the official Citus image")
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         STATE_FILE.unlink()
     try:
         client = docker.from_env()
-        citus, built = ensure_all(client, args.citus_image)
+        citus, built = ensure_all(client, Runner(), args.citus_image)
     except ImageBuildFailed as error:
         print(f"setup: {error}", file=sys.stderr)
         return 1

@@ -8,26 +8,25 @@ doubt, is a full deploy.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import docker
 import docker.errors
 import psycopg
 
-from fixtures.migrations import pending
-from fixtures.stack import coordinator_connection
-from plugins import images as image_store
-from plugins.commands import CommandFailed, compose_for
-from plugins.containers import State, WaitFailed, project_containers, wait_healthy
-from plugins.environment import Environment
-from plugins.ledger import Ledger
-from plugins.stages import StageFailed
+from deploycheck.engine import images as image_store
+from deploycheck.engine.commands import CommandFailed
+from deploycheck.engine.compose import compose_for
+from deploycheck.engine.containers import State, WaitFailed, project_containers, wait_healthy
+from deploycheck.engine.target import EngineUnreachable, Target
+from deploycheck.release.ledger import Ledger
+from deploycheck.release.migrations import MigrationError, pending
+from deploycheck.stack import coordinator_connection
 
 
-def why_redeploy(environment: Environment, release: str, connect: Callable[[], docker.DockerClient]) -> str | None:
+def why_redeploy(target: Target, release: str) -> str | None:
     """None when deploying ``release`` would change nothing; otherwise why it must be deployed, when the ledger
     names it current (a person re-deploying it wants to know), or "" when it is simply another release.
     Read-only; the engine is asked only when the ledger says ``release`` is current."""
+    environment = target.environment
     ledger = Ledger(environment.ledger_file)
     current = ledger.current()
     if current is None or current.id != release:
@@ -35,11 +34,11 @@ def why_redeploy(environment: Environment, release: str, connect: Callable[[], d
     if ledger.unfinished():
         return f"an earlier run left {', '.join(ledger.unfinished())} unfinished"
     try:
-        client = connect()
+        client = target.docker
         for key, spec in (("api", image_store.API), ("nginx", image_store.NGINX)):
             if client.images.get(image_store.content_tag(spec)).id != current.image_ids.get(key):
                 return f"the {key} image's files changed since release {release} was deployed"
-        citus = image_store.preferred_citus_image(environment.citus_image)
+        citus = image_store.preferred_citus_image(environment.citus_image, environment.images_state_file)
         if citus != current.citus_image or client.images.get(citus).id != current.image_ids.get("citus"):
             return f"the Citus image is now {citus}, not the build release {release} ran"
         services = environment.services
@@ -55,11 +54,19 @@ def why_redeploy(environment: Environment, release: str, connect: Callable[[], d
                 starting.append(service)
         if starting:  # just (re)started (its restart policy, a manual restart): healthy soon, or not current
             wait_healthy(client, environment.compose_project, starting, environment.timeouts.check)
-        changes = compose_for(environment, current.citus_image, current.id, current.images).would_change(services)
+        compose = compose_for(environment, target.runner, current.citus_image, current.id, current.images)
+        changes = compose.would_change(services)
         if changes:
             return f"Compose would change the stack ({changes[0].strip()})"
-        with coordinator_connection(environment) as conn:
+        with coordinator_connection(target) as conn:
             todo = pending(conn, environment.migrations_dir)  # a migration added under the same release id
         return f"migration {todo[0].name} is pending" if todo else None
-    except (docker.errors.DockerException, CommandFailed, psycopg.Error, StageFailed, WaitFailed) as error:
+    except (
+        docker.errors.DockerException,
+        EngineUnreachable,
+        CommandFailed,
+        psycopg.Error,
+        MigrationError,
+        WaitFailed,
+    ) as error:
         return f"its state could not be read ({str(error).splitlines()[0] if str(error) else type(error).__name__})"

@@ -1,0 +1,394 @@
+"""One deployment's lifetime, owned by one object.
+
+``with Deployment(...) as deployment:`` (the ``deployment`` session fixture) takes the lock in preflight, runs
+the stages in order, hands the checks a ``Stack``, and at its end decides and performs the rollback, closes the
+release's ledger entry and releases the lock, whatever happened in between (a failure, Ctrl+C, SIGTERM).
+
+Every stage runs through ``run_stage``: named, timed, shown on the terminal as it starts and ends, and recorded
+in the run record. A stage that fails does not raise out of its fixture (pytest would re-raise the cached error
+for every later test): it is recorded, its own stage test fails with the reason, and every later stage and
+check is skipped with "stage X failed: reason". What the rollback needs to know of what the stages did lives
+here (``rollback.Facts``), not in the record: the record is what happened, for the reports.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+from typing import Generic, TypeVar
+
+import pytest
+
+from deploycheck.engine.target import Target
+from deploycheck.record.record import Mode, RunRecord, StageRecord
+from deploycheck.release import lock, redeploy, rollback
+from deploycheck.release.backup import Backup
+from deploycheck.release.ledger import Ledger
+from deploycheck.release.migrations import MigrationError
+from deploycheck.request.options import RunRequest
+from deploycheck.stack import Stack, citus_version
+from deploycheck.stages import StageFailed
+from deploycheck.stages import backup as backup_stage
+from deploycheck.stages import citus as citus_stage
+from deploycheck.stages import database as database_stage
+from deploycheck.stages import images as images_stage
+from deploycheck.stages import migrations as migrations_stage
+from deploycheck.stages import preflight as preflight_stage
+from deploycheck.stages import rehearsal as rehearsal_stage
+from deploycheck.stages import restore as restore_stage
+from deploycheck.stages import services as services_stage
+from deploycheck.stages.images import Images
+
+T = TypeVar("T")
+
+STAGES = ("preflight", "images", "backup", "rehearsal", "database", "citus", "migrations", "api", "proxy")
+# Steps that run only when needed, inside the stage named here, and are reported by that stage's test.
+REPORTED_WITH = {"preflight": ("plan", "repair", "restore")}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run does: its mode, the stages it runs, whether only the smoke checks verify it, and why."""
+
+    mode: Mode
+    stages: tuple[str, ...]
+    smoke_only: bool
+    why: str = ""
+
+    @classmethod
+    def of(cls, mode: Mode, why: str = "") -> Plan:
+        if mode == "deploy":
+            return cls(mode, STAGES, smoke_only=False, why=why)
+        # Verify-only starts and changes nothing: no stage but preflight. A manual rollback is verified like an
+        # automatic one, and a release that is already current like a post-deploy smoke run: with the smoke checks.
+        return cls(mode, ("preflight",), smoke_only=mode in ("rollback-to", "already-current"), why=why)
+
+
+@dataclass(frozen=True)
+class StageResult(Generic[T]):
+    """What a stage fixture gives: the stage's output when it passed, or why it did not run or failed."""
+
+    name: str
+    ran: bool
+    output: T | None = None
+    records: tuple[StageRecord, ...] = ()  # the stage's record and those of the steps reported with it
+
+    @property
+    def failure(self) -> StageRecord | None:
+        return next((r for r in self.records if r.outcome == "failed"), None)
+
+    @property
+    def value(self) -> T:
+        """The stage's output; only asked by a later stage, which runs only when this one passed."""
+        if not self.ran or self.failure is not None:
+            raise RuntimeError(f"stage {self.name} has no output: it did not pass")
+        return self.output  # type: ignore[return-value]  # None is a valid output of a passed stage
+
+    def report(self) -> None:
+        """Fail the stage's test with the reason (and evidence) of the first failed record; pass otherwise."""
+        failure = self.failure
+        if failure is not None:
+            evidence = f"\n\n{failure.evidence}" if failure.evidence else ""
+            pytest.fail(f"stage {failure.name} failed: {failure.reason}{evidence}", pytrace=False)
+
+
+@dataclass
+class _Lifetime:
+    """What this deployment did, as its end must know it (never read by the reports)."""
+
+    holds_lock: bool = False
+    started_entry: bool = False
+    facts: rollback.Facts = field(default_factory=rollback.Facts)
+
+
+class Deployment:
+    """One run's deployment: the plan, the stages, the stack, and the end (rollback, ledger, lock)."""
+
+    def __init__(self, request: RunRequest, target: Target, record: RunRecord, say: Callable[[str], None]) -> None:
+        self.request = request
+        self.target = target
+        self.environment = target.environment
+        self.record = record
+        self.say = say
+        self.ledger = Ledger(self.environment.ledger_file)
+        self.plan_ = Plan.of(request.mode)
+        self._life = _Lifetime(facts=rollback.Facts(removes_volumes=self.environment.rollback.purge_volumes))
+
+    # --- the plan: decided before the checks are selected --------------------------------------------------
+
+    def plan(self) -> Plan:
+        """A deploy of the release that is current and healthy, with nothing to change, only verifies it (a
+        recorded, timed step, reported with preflight); every other request keeps its mode."""
+        if self.request.mode != "deploy":
+            return self.plan_
+        why = self._step("plan", lambda: redeploy.why_redeploy(self.target, self.request.release))
+        release = self.request.release
+        if why is None:
+            self.plan_ = Plan.of("already-current", "nothing to change")
+            self.say(
+                f"[deploycheck] release {release} is already current and healthy: nothing to change, "
+                "verifying it with the smoke checks"
+            )
+        else:
+            self.plan_ = Plan.of("deploy", why)
+            if why:
+                self.say(f"[deploycheck] release {release} is current, deploying it again: {why}")
+        self.record.mode = self.plan_.mode
+        return self.plan_
+
+    # --- the lifetime -------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Deployment:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.finish()
+
+    def finish(self) -> None:
+        """Roll back if needed, close the ledger entry, release the lock; a second signal cannot cut it short."""
+        record, life = self.record, self._life
+        decision = rollback.decide(
+            record.mode, record.release, record.failed, life.facts, keep_failed=self.request.keep_failed
+        )
+        if decision.action != "none" or record.failed:
+            self.say(f"[deploycheck] rollback: {decision.why}")
+        handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            rollback.perform(decision, life.facts, self.target, record.rollback)
+            if record.mode == "rollback-to" and record.outcome == "passed":
+                self.ledger.mark_current(record.release)
+            if life.started_entry:
+                passed = record.outcome == "passed" and record.mode == "deploy"
+                outcome = "passed" if passed else "interrupted" if record.interrupted else "failed"
+                self.ledger.finish(record.release, outcome, record.migrations_applied, passed)
+        finally:
+            if life.holds_lock:
+                lock.release(self.environment.lock_file)
+                life.holds_lock = False
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+            self.target.close()
+        if record.rollback.performed:
+            self.say(f"[deploycheck] rollback: {record.rollback.outcome} in {record.rollback.seconds:.1f} s")
+            for action in record.rollback.actions:
+                self.say(f"[deploycheck]   {action}")
+
+    # --- running a stage ----------------------------------------------------------------------------------
+
+    def _skip_if_stopped(self) -> None:
+        failed = self.record.failed_stage
+        if failed is not None:
+            pytest.skip(f"stage {failed.name} failed: {failed.reason}")
+        if self.record.interrupted:
+            pytest.skip("the run was interrupted")
+
+    def _step(self, name: str, action: Callable[[], T]) -> T | None:
+        """Run, time and record one stage or step; its value, or None when it failed (recorded)."""
+        say, record = self.say, self.record
+        say(f"[deploycheck] stage {name}: started")
+        started = time.time()
+        start = time.monotonic()
+        try:
+            value = action()
+        except StageFailed as failure:
+            seconds = time.monotonic() - start
+            record.stages.append(StageRecord(name, "failed", seconds, started, failure.reason, failure.evidence))
+            say(f"[deploycheck] stage {name}: FAILED after {seconds:.1f} s: {failure.reason}")
+            return None
+        except KeyboardInterrupt:
+            seconds = time.monotonic() - start
+            record.interrupted = True
+            record.stages.append(StageRecord(name, "failed", seconds, started, "interrupted"))
+            raise
+        except Exception as error:  # a bug or an unforeseen failure: still a failed stage, with its type
+            seconds = time.monotonic() - start
+            reason = f"{type(error).__name__}: {error}"
+            record.stages.append(StageRecord(name, "failed", seconds, started, reason.splitlines()[0][:500], reason))
+            say(f"[deploycheck] stage {name}: FAILED after {seconds:.1f} s: {reason.splitlines()[0][:200]}")
+            return None
+        seconds = time.monotonic() - start
+        record.stages.append(StageRecord(name, "passed", seconds, started))
+        say(f"[deploycheck] stage {name}: passed in {seconds:.1f} s")
+        return value
+
+    def run_stage(self, name: str, action: Callable[[], T], steps: Callable[[], None] | None = None) -> StageResult[T]:
+        """Run stage ``name`` when the plan has it and nothing stopped the run (else skip); ``steps`` run after
+        it passed, recorded under their own names and reported with it."""
+        if name not in self.plan_.stages:
+            return StageResult(name, ran=False)
+        self._skip_if_stopped()
+        first = len(self.record.stages)
+        output = self._step(name, action)
+        if steps is not None and self.record.failed_stage is None:
+            steps()
+        records = tuple(self.record.stages[first:])
+        planned = tuple(r for r in self.record.stages[:first] if r.name in REPORTED_WITH.get(name, ()))
+        return StageResult(name, ran=True, output=output, records=planned + records)
+
+    # --- the stages ---------------------------------------------------------------------------------------
+
+    def preflight(self) -> StageResult[None]:
+        """The engine, Compose, disk; the deploy lock; the ledger; the stack that runs and its ports. Then, when
+        needed, the repair of what a killed run left, and the restore of a manual rollback."""
+        verify_only = self.plan_.mode == "verify-only"
+
+        def check() -> None:
+            preflight_stage.engine_ready(self.target)
+            if not verify_only:
+                self._take_lock()
+                current = self.ledger.current()
+                self.record.previous_release = current.id if current is not None else None
+                self._life.facts = replace(self._life.facts, previous_release=self.record.previous_release)
+            if verify_only:
+                found = preflight_stage.stack_for_verification(self.target)
+            else:
+                found = preflight_stage.running_stack(self.target)
+                preflight_stage.ports_free(self.target, found)
+            self._life.facts = replace(self._life.facts, stack_existed_before=found.exists)
+
+        def steps() -> None:
+            # Only a killed run leaves releases "in progress": we hold the lock now.
+            if not verify_only and self.ledger.unfinished():
+                self._step("repair", lambda: self._narrated(self._repair))
+            if self.plan_.mode == "rollback-to" and self.record.failed_stage is None:
+                self._step("restore", lambda: self._narrated(self._restore))
+
+        return self.run_stage("preflight", check, steps)
+
+    def _take_lock(self) -> None:
+        environment = self.environment
+        try:
+            stale = lock.acquire(environment.lock_file)
+        except lock.LockHeld as held:
+            raise StageFailed(
+                f"environment '{environment.name}' is being deployed by {held.holder.describe()}: wait for that deploy "
+                f"to finish, or remove {environment.lock_file} if it is gone"
+            ) from None
+        self._life.holds_lock = True
+        if stale is not None:
+            self.say(f"[deploycheck] took over the stale lock of {stale.describe()}")
+
+    def _narrated(self, action: Callable[[list[str]], None]) -> None:
+        """Run an action that lists what it does; each line is said, whether it passed or not."""
+        actions: list[str] = []
+        try:
+            action(actions)
+        finally:
+            for line in actions:
+                self.say(f"[deploycheck]   {line}")
+
+    def _repair(self, actions: list[str]) -> None:
+        self._changed_stack()
+        restore_stage.repair(self.target, self.ledger, actions)
+
+    def _restore(self, actions: list[str]) -> None:
+        self._changed_stack()
+        restore_stage.restore(self.target, self.record.release, actions)
+
+    def _changed_stack(self) -> None:
+        self._life.facts = replace(self._life.facts, changed_stack=True)
+
+    def images(self) -> StageResult[Images]:
+        def prepare() -> Images:
+            images = images_stage.prepare(self.target, self.record.release)
+            self.record.citus_image, self.record.citus_is_standin = images.citus.reference, images.citus.is_standin
+            self.ledger.start(images.entry)
+            self._life.started_entry = True
+            self._life.facts = replace(self._life.facts, compose=images.compose)
+            return images
+
+        return self.run_stage("images", prepare)
+
+    def backup(self) -> StageResult[Backup | None]:
+        def take() -> Backup | None:
+            taken = backup_stage.back_up(self.target, self.record.release)
+            if taken is None:
+                self.say("[deploycheck] backup: no database is running yet, nothing to back up")
+                return None
+            self.record.backup_folder, self.record.backup_bytes = str(taken.folder), taken.bytes
+            self._life.facts = replace(self._life.facts, backup=taken)
+            self.say(
+                f"[deploycheck] backup: {taken.bytes / 2**20:.1f} MiB of {len(taken.services)} nodes in {taken.folder}"
+            )
+            return taken
+
+        return self.run_stage("backup", take)
+
+    def rehearsal(self, backup: StageResult[Backup | None]) -> StageResult[None]:
+        def rehearse() -> None:
+            taken = backup.value
+            if taken is None:
+                self.say("[deploycheck] rehearsal: no live database to copy; migrations will run on the new one")
+                return
+            rehearsed = rehearsal_stage.rehearse(self.target, taken)
+            if not rehearsed:
+                self.say("[deploycheck] rehearsal: no pending migration")
+            else:
+                self.say(f"[deploycheck] rehearsal: {', '.join(p.name for p in rehearsed)} applied cleanly on a copy")
+
+        return self.run_stage("rehearsal", rehearse)
+
+    def _early_services(self) -> tuple[str, ...]:
+        return services_stage.early_services(self._life.facts.stack_existed_before)
+
+    def database(self, images: StageResult[Images]) -> StageResult[None]:
+        def start() -> None:
+            self._changed_stack()
+            database_stage.start(self.target, images.value.compose, self._early_services())
+
+        return self.run_stage("database", start)
+
+    def citus(self) -> StageResult[None]:
+        def configure() -> None:
+            self.record.citus_version = citus_stage.configure(self.target)
+
+        return self.run_stage("citus", configure)
+
+    def migrations(self) -> StageResult[None]:
+        def apply() -> None:
+            try:
+                applied = migrations_stage.apply(self.target)
+            except MigrationError as error:
+                self._applied(list(error.applied))
+                raise StageFailed(error.reason, error.detail) from None
+            self._applied(applied)
+
+        return self.run_stage("migrations", apply)
+
+    def _applied(self, migrations: list[str]) -> None:
+        self.record.migrations_applied = migrations
+        self._life.facts = replace(self._life.facts, migrations_applied=tuple(migrations))
+
+    def api(self, images: StageResult[Images]) -> StageResult[None]:
+        def start() -> None:
+            services_stage.start_api(self.target, images.value.compose, "api" in self._early_services())
+
+        return self.run_stage("api", start)
+
+    def proxy(self, images: StageResult[Images]) -> StageResult[None]:
+        def start() -> None:
+            services_stage.start_proxy(self.target, images.value.compose, "nginx" in self._early_services())
+
+        return self.run_stage("proxy", start)
+
+    # --- the stack, for the checks ------------------------------------------------------------------------
+
+    def stack(self) -> Stack:
+        """The deployed stack (or, verifying, the running one, attached without changing anything)."""
+        self._skip_if_stopped()
+        stack = Stack.attach(self.target)
+        record = self.record
+        if record.mode == "verify-only":
+            record.release = stack.release
+        coordinator = stack.containers.get("coordinator")
+        if record.mode != "deploy" and coordinator is not None:  # a deploy's images stage knows it already
+            record.citus_image = coordinator.attrs.get("Config", {}).get("Image", record.citus_image)
+        if record.citus_version == "unknown":
+            record.citus_version = citus_version(self.target) or "unknown"
+        record.citus_is_standin = record.citus_is_standin or "stand-in" in record.citus_version
+        return stack

@@ -1,0 +1,205 @@
+"""Commands as data, one runner.
+
+Every external command deploycheck runs is built here, as data (``Command``: an argument list, the variables
+it needs, its timeout), by the functions below, and run by ``Runner``: on this machine (``run``) or inside a
+container through the Docker API (``exec``). The secret policy lives in the runner: secrets travel only in the
+child's environment, never on a command line, and any secret value that shows up in output is masked before it
+is kept or raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker.errors
+from docker.models.containers import Container
+
+from deploycheck.request.secrets import Secret, mask_text
+
+log = logging.getLogger("deploycheck.commands")
+
+
+class CommandFailed(Exception):
+    """A command exited non-zero or timed out; the message says which and ends with its output (masked)."""
+
+    def __init__(self, command: Command, detail: str, described: str | None = None) -> None:
+        super().__init__(f"`{described if described is not None else command.describe()}` {detail}")
+        self.command = command
+
+
+@dataclass(frozen=True)
+class Command:
+    """One external command: its arguments, the variables it needs besides ours, its secrets, its deadline."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    secret_env: Mapping[str, Secret] = field(default_factory=dict)
+    timeout: float = 600
+    user: str = ""  # inside a container: the user to run as ("" = the image's)
+
+    def describe(self) -> str:
+        return " ".join(self.argv)
+
+
+@dataclass(frozen=True)
+class Result:
+    command: Command
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+class Runner:
+    """Runs commands: on this machine with ``env`` added (e.g. DOCKER_HOST), or inside a container.
+
+    ``secrets`` are masked in every output, whether or not the command was given them.
+    """
+
+    def __init__(self, env: Mapping[str, str] | None = None, secrets: Sequence[Secret] = ()) -> None:
+        self.env = dict(env or {})
+        self.secrets = list(secrets)
+
+    def _masked(self, command: Command, text: str) -> str:
+        return mask_text(text, [*self.secrets, *command.secret_env.values()])
+
+    def _failed(self, command: Command, detail: str) -> CommandFailed:
+        return CommandFailed(command, self._masked(command, detail), self._masked(command, command.describe()))
+
+    def _check(self, result: Result, check: bool) -> Result:
+        if check and result.returncode != 0:
+            output = (result.stderr.strip() or result.stdout.strip())[-1500:]
+            raise self._failed(result.command, f"exited with {result.returncode}: {output}")
+        return result
+
+    def run(self, command: Command, *, check: bool = True, cwd: Path | None = None) -> Result:
+        """Run ``command`` on this machine; raise CommandFailed on a non-zero exit when ``check``."""
+        child_env = {
+            **os.environ,
+            **self.env,
+            **command.env,
+            **{key: value.reveal() for key, value in command.secret_env.items()},
+        }
+        log.info("run: %s", command.describe())
+        try:
+            completed = subprocess.run(
+                list(command.argv),
+                env=child_env,
+                capture_output=True,
+                text=True,
+                timeout=command.timeout,
+                check=False,
+                cwd=cwd,
+            )
+        except subprocess.TimeoutExpired:
+            raise self._failed(command, f"did not finish within {command.timeout:.0f} s") from None
+        except FileNotFoundError:
+            raise self._failed(command, f"cannot run: {command.argv[0]} is not installed") from None
+        result = Result(
+            command,
+            completed.returncode,
+            self._masked(command, completed.stdout),
+            self._masked(command, completed.stderr),
+        )
+        return self._check(result, check)
+
+    def exec(self, container: Container, command: Command, *, check: bool = True) -> Result:
+        """Run ``command`` inside ``container`` (attached: its exit code and output); CommandFailed as ``run``.
+
+        A container that is gone or stopped is a failed command too (exit code -1), not an engine error.
+        """
+        environment = {**command.env, **{key: value.reveal() for key, value in command.secret_env.items()}}
+        try:
+            code, output = container.exec_run(
+                list(command.argv), user=command.user, environment=environment or None, demux=True
+            )
+        except docker.errors.APIError as error:
+            return self._check(Result(command, -1, "", self._masked(command, str(error.explanation))), check)
+        stdout, stderr = output if isinstance(output, tuple) else (output, b"")
+        result = Result(
+            command,
+            int(code if code is not None else -1),
+            self._masked(command, (stdout or b"").decode(errors="replace")),
+            self._masked(command, (stderr or b"").decode(errors="replace")),
+        )
+        return self._check(result, check)
+
+
+# --- the commands, on this machine ------------------------------------------------------------------------
+
+
+def compose_version() -> Command:
+    return Command(("docker", "compose", "version", "--short"), timeout=30)
+
+
+def docker_pull(reference: str, timeout: float) -> Command:
+    # The CLI, not the SDK: a registry that does not answer must not hang set-up.
+    return Command(("docker", "pull", "-q", reference), timeout=timeout)
+
+
+def git_revision(folder: Path) -> Command:
+    return Command(("git", "-C", str(folder), "rev-parse", "--short=12", "HEAD"), timeout=30)
+
+
+def git_tracked_changes(folder: Path) -> Command:
+    return Command(("git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"), timeout=30)
+
+
+def compose(
+    project: str,
+    files: Sequence[Path],
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    secret_env: Mapping[str, Secret],
+    timeout: float,
+) -> Command:
+    file_args = [arg for path in files for arg in ("-f", str(path))]
+    return Command(
+        ("docker", "compose", "-p", project, *file_args, *args), env=env, secret_env=secret_env, timeout=timeout
+    )
+
+
+# --- the commands, inside a container ---------------------------------------------------------------------
+
+
+def shell(script: str, *, user: str = "", timeout: float = 600) -> Command:
+    """A POSIX shell script inside a container (for a pipeline or a clean-up; its parts are built here)."""
+    return Command(("sh", "-c", script), user=user, timeout=timeout)
+
+
+def pg_basebackup(user: str, target: str) -> Command:
+    """A compressed physical backup of the node (WAL included) into ``target`` (emptied first)."""
+    return shell(
+        f"rm -rf {target} && pg_basebackup -D {target} -Ft -z -X fetch -U {user} --checkpoint=fast", user="postgres"
+    )
+
+
+def remove_tree(path: str) -> Command:
+    return shell(f"rm -rf {path}", user="postgres")
+
+
+def pg_isready(user: str, database: str) -> Command:
+    return Command(("pg_isready", "-q", "-U", user, "-d", database), timeout=10)
+
+
+def psql_file(user: str, database: str, path: str) -> Command:
+    """A SQL file run by psql in one transaction, stopping at the first error."""
+    return Command(("psql", "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-U", user, "-d", database, "-f", path))
+
+
+def nginx_config_test() -> Command:
+    return Command(("nginx", "-t"), timeout=30)
+
+
+def http_get_with_headers(url: str, seconds: float = 5) -> Command:
+    """curl inside a container: the response's status line and headers, a blank line, then its body."""
+    return Command(("curl", "-sS", "--max-time", f"{seconds:g}", "-D", "-", url), timeout=seconds + 5)

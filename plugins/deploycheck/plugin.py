@@ -1,0 +1,323 @@
+"""The deploycheck pytest plugin (its ``pytest11`` entry point, and what the suite's conftest.py loads).
+
+Flow: options + environment file -> one validated Environment and RunRequest (``pytest_configure``) -> one
+``Run`` registered as a plugin: it owns the run record and the ``Deployment`` (the stage fixtures in
+``deploycheck.fixtures`` drive it, the checks use its stack) -> at session end the reports, written from the
+record alone. The plugin is inert unless a run is asked for: ``--deploy=ENV`` or the ini option
+``deploycheck_environment``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from collections.abc import Generator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+
+from deploycheck import hookspecs
+from deploycheck.deployment import Deployment
+from deploycheck.engine.containers import evidence
+from deploycheck.engine.target import LocalTarget, Target
+from deploycheck.record import github, history, reporting
+from deploycheck.record.record import CheckRecord, RunRecord
+from deploycheck.release.ledger import Ledger
+from deploycheck.request import options
+from deploycheck.request.environment import DEFAULT_FILE, Environment, load
+from deploycheck.request.options import RunRequest
+from deploycheck.request.schema import ConfigError
+from deploycheck.stack import Stack
+
+PLUGIN_NAME = "deploycheck-run"
+FIXTURE_MODULES = ("deploycheck.fixtures.stages", "deploycheck.fixtures.stack")
+EXIT_ROLLBACK_FAILED = 6  # documented in the README: the deploy failed and so did its rollback
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("deploycheck", "deploycheck: deploy and verify a stack")
+    group.addoption(
+        "--deploy", metavar="ENV", help="the environment to deploy and verify (default: ini deploycheck_environment)"
+    )
+    group.addoption("--environments", metavar="FILE", help="the environment file (default: environments.toml)")
+    group.addoption(
+        "--verify-only",
+        action="store_true",
+        help="check the stack that is already running: start nothing, change nothing, never roll back",
+    )
+    group.addoption(
+        "--rollback-to",
+        metavar="ID",
+        help="bring back release ID from the ledger for the whole stack, then verify it with the smoke checks",
+    )
+    group.addoption(
+        "--keep-failed", action="store_true", help="keep a failed stack running for debugging (no rollback)"
+    )
+    group.addoption(
+        "--release", metavar="ID", help="the release id (default: from git, e.g. 1a2b3c4d5e6f or ...-dirty)"
+    )
+    group.addoption(
+        "--summary-json", metavar="PATH", help="where to write the JSON summary (default: ini deploycheck_summary)"
+    )
+    parser.addini("deploycheck_environment", "the environment deployed when --deploy is not given (none: inert)")
+    parser.addini("deploycheck_summary", "the JSON summary path", default="reports/summary.json")
+    parser.addini("deploycheck_history_keep", "how many runs reports/history keeps", type="int", default=20)
+
+
+def _request(config: pytest.Config, name: str) -> tuple[RunRequest, Environment]:
+    """The run asked for, validated before anything is changed (a ConfigError otherwise)."""
+    path = Path(config.getoption("environments") or config.rootpath / DEFAULT_FILE)
+    environment = load(path, name, config.rootpath)
+    rollback_to = config.getoption("rollback_to")
+    mode = options.mode_of(bool(config.getoption("verify_only")), rollback_to)
+    given = config.getoption("release")
+    if rollback_to is not None:
+        release = options.valid_release(str(rollback_to), "--rollback-to")
+        known = [r.id for r in Ledger(environment.ledger_file).releases() if r.outcome == "passed"]
+        if release not in known:
+            choices = ", ".join(dict.fromkeys(reversed(known))) or "none yet"
+            raise ConfigError(
+                f"release '{release}' never deployed green in environment '{environment.name}': "
+                f"choose one of {choices} (from {environment.ledger_file})."
+            )
+    elif given is not None:
+        release = options.valid_release(str(given))
+    else:
+        release = options.release_from_git(config.rootpath, LocalTarget(environment).runner)
+    request = RunRequest(name, path, mode, release, bool(config.getoption("keep_failed")))
+    return request, environment
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-metadata's configure: the environment table is there to fill
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "smoke: a fast check, selected with -m smoke for post-deploy smoke runs")
+    config.addinivalue_line("markers", "stage(name): a deployment stage reported as a test")
+    config.addinivalue_line(
+        "markers", "evidence(*services): whose state and logs a failure of these checks carries ('workers': all)"
+    )
+    name = config.getoption("deploy") or config.getini("deploycheck_environment")
+    if config.option.help or not name:
+        return
+    try:
+        request, environment = _request(config, str(name))
+    except ConfigError as error:
+        raise pytest.UsageError(str(error)) from None
+    for module in FIXTURE_MODULES:
+        config.pluginmanager.import_plugin(module)
+    run = Run(config, request, environment)
+    config.pluginmanager.register(run, PLUGIN_NAME)
+    config.pluginmanager.register(HistoryKeeper(run), f"{PLUGIN_NAME}-history")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.pluginmanager.get_plugin(PLUGIN_NAME)
+    if isinstance(run, Run):
+        run.close()
+        config.pluginmanager.unregister(name=f"{PLUGIN_NAME}-history")
+        config.pluginmanager.unregister(run, PLUGIN_NAME)
+
+
+def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    # pytest handles SIGINT only; SIGTERM (CI cancel, docker stop) must also lead to the rollback.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple):  # a skip: (file, line, message)
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    crash = getattr(longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(longrepr or "")
+    return text.strip().splitlines()[0][:500] if text.strip() else ""
+
+
+def _evidence_services(item: pytest.Item, worker_services: list[str]) -> list[str]:
+    """The services a failed check is about: its own service parameter, else its module's evidence marker."""
+    params = getattr(item, "callspec", None)
+    for name in ("service", "node", "worker"):
+        if params is not None and name in params.params:
+            return [str(params.params[name])]
+    marker = item.get_closest_marker("evidence")
+    services: list[str] = []
+    for service in marker.args if marker else ():
+        services.extend(worker_services if service == "workers" else [service])
+    return services
+
+
+class Run:
+    """One run of deploycheck: what was asked, the run record, the deployment, and the reports at the end."""
+
+    def __init__(self, config: pytest.Config, request: RunRequest, environment: Environment) -> None:
+        self.config = config
+        self.request = request
+        self.environment = environment
+        self.record = RunRecord(
+            environment=environment.name,
+            mode=request.mode,
+            release=request.release,
+            citus_image=environment.citus_image,
+            compose_project=environment.compose_project,
+        )
+        made = config.hook.pytest_deploycheck_make_target(environment=environment)
+        self.target: Target = made if made is not None else LocalTarget(environment)
+        self.deployment = Deployment(request, self.target, self.record, self.say)
+        self._previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+        self._update_metadata()
+
+    @classmethod
+    def of(cls, config: pytest.Config) -> Run:
+        run = config.pluginmanager.get_plugin(PLUGIN_NAME)
+        if not isinstance(run, cls):
+            raise pytest.UsageError("deploycheck's fixtures need a run: pass --deploy=ENV.")
+        return run
+
+    def close(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous_sigterm)
+
+    def say(self, line: str) -> None:
+        """One line on the terminal, now, even from inside a fixture (where pytest captures output)."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            reporter.ensure_newline()
+            reporter.write_line(line, bold=True)
+
+    def _update_metadata(self) -> None:
+        try:
+            from pytest_metadata.plugin import metadata_key
+        except ImportError:  # pytest-html not installed: no environment table to fill
+            return
+        if metadata_key in self.config.stash:
+            self.config.stash[metadata_key].update(reporting.environment_rows(self.record))
+
+    @property
+    def summary_path(self) -> Path:
+        config = self.config
+        return Path(config.getoption("summary_json") or config.rootpath / config.getini("deploycheck_summary"))
+
+    # --- collection: stages first; what the plan does not run is deselected ------------------------------
+
+    def pytest_collection_modifyitems(self, session: pytest.Session, items: list[pytest.Item]) -> None:
+        items.sort(key=lambda item: 0 if item.get_closest_marker("stage") else 1)
+        option = self.config.option
+        plan = self.deployment.plan_ if option.collectonly or option.setupplan else self.deployment.plan()
+
+        def not_in_plan(item: pytest.Item) -> bool:
+            stage = item.get_closest_marker("stage")
+            if stage is not None:
+                return bool(stage.args) and stage.args[0] not in plan.stages
+            return plan.smoke_only and item.get_closest_marker("smoke") is None
+
+        deselected = [item for item in items if not_in_plan(item)]
+        if deselected:
+            self.config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if not not_in_plan(item)]
+
+    # --- what happened to the checks ----------------------------------------------------------------------
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if "stage" in report.keywords:
+            return
+        if report.when != "call" and report.outcome == "passed":
+            return
+        record = self.record
+        existing = next((c for c in record.checks if c.nodeid == report.nodeid), None)
+        if existing is not None:
+            if report.outcome == "failed":
+                existing.outcome, existing.reason = "failed", _reason(report)
+            return
+        record.checks.append(CheckRecord(report.nodeid, report.outcome, report.duration, report.start, _reason(report)))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        """A failed check carries the state and last log lines of the services it is about (secrets masked)."""
+        report = yield
+        stack = getattr(item, "funcargs", {}).get("stack")
+        if report.failed and report.when == "call" and isinstance(stack, Stack):
+            sections = []
+            for service in _evidence_services(item, stack.environment.worker_services):
+                container = stack.containers.get(service)
+                if container is not None:
+                    sections.append(evidence(container, stack.environment.all_secrets, lines=30))
+            if sections:
+                report.sections.append(("deploycheck evidence", "\n\n".join(sections)))
+        return report
+
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        self.record.interrupted = True
+
+    # --- the end: the deployment ended with the session's fixtures; the reports -------------------------
+
+    @pytest.hookimpl(trylast=True)  # after the fixtures' teardown (the deployment's end, its rollback)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.config.option.collectonly:
+            return
+        record = self.record
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            record.interrupted = True
+        record.finished_at = time.time()
+        reporting.write_summary_json(record, self.summary_path)
+        if github.is_github_actions():
+            github.write_job_summary(record)
+        if record.rollback.outcome == "failed":
+            session.exitstatus = EXIT_ROLLBACK_FAILED
+        elif record.failed and session.exitstatus == pytest.ExitCode.OK:
+            # A failed stage skips every check; the run must still end red.
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_html_results_summary(
+        self, prefix: list[str], summary: list[str], postfix: list[str], session: pytest.Session
+    ) -> None:
+        """Asked by pytest-html right before it writes its file, once the fixtures (the deployment) have ended."""
+        self._update_metadata()  # the environment table is pytest-metadata's dict: filled in place
+        prefix.extend(reporting.summary_html(self.record))
+
+    def pytest_html_report_title(self, report: Any) -> None:
+        record = self.record
+        # Asked before the checks run: a verify-only run learns the running release only later (from the stack).
+        what = "verify-only" if record.mode == "verify-only" else f"release {record.release}"
+        report.title = f"deploycheck: {record.environment} {what}"
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter, exitstatus: int) -> None:
+        if self.config.option.collectonly:
+            return
+        terminalreporter.write_sep("=", "deploycheck")
+        for line in reporting.terminal_lines(self.record):
+            terminalreporter.write_line(line)
+        if github.is_github_actions():
+            for annotation in github.error_annotations(self.record):
+                terminalreporter.write_line(annotation)
+
+
+class HistoryKeeper:
+    """After every report is written (pytest-html and JUnit write theirs at session end too), keep a copy."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, None, None]:
+        yield
+        run = self.run
+        config = run.config
+        if config.option.collectonly:
+            return
+        files = [Path(p) for p in (getattr(config.option, "htmlpath", None), config.option.xmlpath) if p]
+        folder = history.keep_run(
+            run.summary_path.parent / "history",
+            run.record.summary(),
+            [*files, run.summary_path],
+            int(config.getini("deploycheck_history_keep")),
+        )
+        run.say(f"[deploycheck] reports kept in {folder}")

@@ -1,0 +1,92 @@
+"""Database: coordinator and workers up and healthy (their healthcheck), a real query, citus loaded on each."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psycopg
+
+from deploycheck.engine.compose import Compose
+from deploycheck.engine.containers import State, evidence, project_containers
+from deploycheck.engine.polling import poll
+from deploycheck.engine.target import Target
+from deploycheck.request.secrets import Secret, mask_text
+from deploycheck.stack import Connection, coordinator_connection
+from deploycheck.stages import StageFailed
+from deploycheck.stages.common import up, wait
+
+RETRY_PAUSE = 0.5
+UNREACHABLE_GRACE_SECONDS = 5  # a worker the coordinator cannot reach yet (its name not resolving yet)
+
+
+def start(target: Target, compose: Compose, early: Sequence[str]) -> None:
+    """The nodes up and healthy, and the citus extension loaded on each.
+
+    ``early``: services started by the same `compose up` so that their start overlaps the database's (on a
+    first deploy: the API and Nginx); their own stages still wait for them after the migrations, and meanwhile
+    one that exits or restarts fails this stage at once, with its logs.
+    """
+    environment, client = target.environment, target.docker
+    nodes = environment.node_services
+    # Restart counts before `compose up`: a container that dies (and restarts) while compose is still starting
+    # the others must fail the stage too, not only one that dies once the wait has begun.
+    before = {c.id: State.of(c).restarts for c in project_containers(client, environment.compose_project).values()}
+    up(target, compose, [*nodes, *early])
+    wait(target, nodes, watch=early, restarts_before=before)
+    last: list[NodeProblem] = []
+
+    def settled() -> tuple[NodeProblem | None] | None:
+        # Healthy nodes answer at once; a worker that the coordinator cannot reach yet gets a few seconds.
+        problem = citus_extension_problem(target)
+        if problem is not None and problem.unreachable:
+            last[:] = [problem]
+            return None
+        return (problem,)
+
+    def failure(problem: NodeProblem) -> StageFailed:
+        container = project_containers(client, environment.compose_project)[problem.service]
+        return StageFailed(f"{problem.service}: {problem.reason}", evidence(container, environment.all_secrets))
+
+    (problem,) = poll(settled, seconds=UNREACHABLE_GRACE_SECONDS, every=RETRY_PAUSE, timed_out=lambda: failure(last[0]))
+    if problem is not None:
+        raise failure(problem)
+
+
+@dataclass(frozen=True)
+class NodeProblem:
+    service: str
+    reason: str
+    unreachable: bool = False  # from the coordinator: may pass once the worker's name resolves
+
+
+def citus_extension_problem(target: Target) -> NodeProblem | None:
+    """A real query on every node, through the coordinator (one connection, instead of a `docker exec` per
+    node: ~0.2 s): the first node whose citus extension is not loaded or that does not answer; None if none."""
+    environment = target.environment
+    try:
+        with coordinator_connection(target) as conn:
+            return citus_problem_through(conn, environment.worker_services, environment.all_secrets)
+    except psycopg.Error as error:
+        first_line = mask_text(str(error).strip().splitlines()[0], environment.all_secrets)
+        return NodeProblem("coordinator", f"the coordinator did not answer a query: {first_line}")
+
+
+def citus_problem_through(conn: Connection, workers: list[str], secrets: list[Secret]) -> NodeProblem | None:
+    """`citus_extension_problem` on an open coordinator connection, in its database; psycopg errors propagate."""
+    query = "SELECT extversion FROM pg_extension WHERE extname = 'citus'"
+    not_loaded = f"the citus extension is not loaded in database {conn.info.dbname}"
+    if not conn.execute(query).fetchone():
+        return NodeProblem("coordinator", not_loaded)
+    # Citus's own fan-out; the workers are not registered yet, so it is given their addresses.
+    rows = conn.execute(
+        "SELECT node_name, success, result FROM master_run_on_worker(%s, %s, %s, true)",
+        (workers, [5432] * len(workers), [query] * len(workers)),
+    ).fetchall()
+    for node, success, result in rows:
+        if not success:
+            reason = f"the coordinator could not query it: {mask_text(str(result), secrets)}"
+            return NodeProblem(str(node), reason, unreachable=True)
+        if not result:
+            return NodeProblem(str(node), not_loaded)
+    return None

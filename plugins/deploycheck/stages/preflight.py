@@ -1,0 +1,90 @@
+"""Preflight: the engine, Compose v2, disk space, the stack that runs and the ports it needs. Changes nothing."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+
+from deploycheck.engine import commands
+from deploycheck.engine.commands import CommandFailed
+from deploycheck.engine.containers import project_containers
+from deploycheck.engine.target import EngineUnreachable, Target
+from deploycheck.stages import StageFailed
+
+MIN_FREE_DISK_GB = 2
+
+
+def engine_ready(target: Target) -> None:
+    """The engine answers, Compose v2 is there, and the disks of the state folder and of Docker have room."""
+    try:
+        client = target.docker
+        client.ping()
+        docker_root = str(client.info().get("DockerRootDir", "/"))
+    except EngineUnreachable as error:
+        raise StageFailed(str(error)) from None
+    except docker.errors.DockerException as error:
+        raise StageFailed(
+            f"the Docker engine does not answer ({error}): start it (scripts/setup.sh does) and run again"
+        ) from None
+    try:
+        version = target.runner.run(commands.compose_version()).stdout.strip()
+    except CommandFailed as error:
+        raise StageFailed(f"Compose v2 is missing ({error}): run scripts/setup.sh, which installs it") from None
+    if not version.lstrip("v").startswith("2."):
+        raise StageFailed(f"Compose v2 is needed, found {version}: run scripts/setup.sh, which installs it")
+    state_dir = target.environment.state_dir
+    for label, path in (("the project", str(state_dir.parent.parent)), ("Docker", docker_root)):
+        try:
+            free_gb = shutil.disk_usage(path).free / 2**30
+        except OSError:
+            continue
+        if free_gb < MIN_FREE_DISK_GB:
+            raise StageFailed(
+                f"only {free_gb:.1f} GiB is free on the disk of {label} ({path}); free at least {MIN_FREE_DISK_GB} GiB"
+            )
+
+
+@dataclass(frozen=True)
+class StackFound:
+    """What runs of the environment's project before this run changes anything."""
+
+    exists: bool
+    published_ports: frozenset[int]
+
+
+def running_stack(target: Target) -> StackFound:
+    project = target.environment.compose_project
+    containers = project_containers(target.docker, project)
+    ports: set[int] = set()
+    for container in containers.values():
+        if container.status != "running":
+            continue
+        for bindings in (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).values():
+            ports.update(int(b["HostPort"]) for b in bindings or [] if b.get("HostPort"))
+    return StackFound(bool(containers), frozenset(ports))
+
+
+def stack_for_verification(target: Target) -> StackFound:
+    """Verify-only needs a stack to verify."""
+    found = running_stack(target)
+    environment = target.environment
+    if not found.exists:
+        raise StageFailed(
+            f"no stack of project {environment.compose_project} is running: deploy it first with "
+            f"--deploy={environment.name}"
+        )
+    return found
+
+
+def ports_free(target: Target, found: StackFound) -> None:
+    """Every port the stack publishes is free, or published by the stack itself."""
+    environment = target.environment
+    for name, port in environment.ports.as_dict().items():
+        if port not in found.published_ports and not target.port_is_free(port):
+            raise StageFailed(
+                f"port {port} ({name}) on 127.0.0.1 is taken by another program: free it or change ports.{name} "
+                f"of environment '{environment.name}' in {environment.file.name}"
+            )

@@ -1,0 +1,33 @@
+"""Restore: a release of the ledger brought back for the whole stack and verified (a manual rollback), and the
+repair of what a run killed outright left behind."""
+
+from __future__ import annotations
+
+from deploycheck.engine.commands import CommandFailed
+from deploycheck.engine.containers import WaitFailed, project_containers
+from deploycheck.engine.target import Target
+from deploycheck.release.ledger import Ledger
+from deploycheck.release.rollback import RollbackFailed, good_release, restore_release
+from deploycheck.stack import RELEASE_LABEL
+from deploycheck.stages import StageFailed
+
+
+def restore(target: Target, release: str, actions: list[str]) -> None:
+    """Bring ``release`` back for the whole stack and verify it; what was done goes to ``actions``."""
+    try:
+        restore_release(good_release(release, Ledger(target.environment.ledger_file)), target, actions)
+    except (RollbackFailed, WaitFailed, CommandFailed) as error:
+        raise StageFailed(f"release {release} could not be restored: {str(error).splitlines()[0]}") from None
+
+
+def repair(target: Target, ledger: Ledger, actions: list[str]) -> None:
+    """A deploy that was killed outright left its release 'in progress': close it, and bring the current
+    release back where the stack no longer runs it, before this run does anything else."""
+    unfinished = ledger.unfinished()
+    ledger.mark_interrupted()
+    actions.append(f"an earlier run was killed while deploying {', '.join(unfinished)}")
+    current = ledger.current()
+    api = project_containers(target.docker, target.environment.compose_project).get("api")
+    running = api.labels.get(RELEASE_LABEL) if api is not None else None
+    if current is not None and running not in (None, current.id):
+        restore(target, current.id, actions)
