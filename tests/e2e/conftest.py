@@ -17,8 +17,8 @@ from typing import Any
 import docker
 import pytest
 
-from plugins import containers
-from plugins.images import API, content_tag
+from deploycheck.engine import containers
+from deploycheck.engine.images import API, content_tag
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT_LABEL = "com.docker.compose.project"

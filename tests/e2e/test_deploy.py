@@ -27,7 +27,7 @@ from tests.e2e.conftest import (
 
 pytestmark = pytest.mark.e2e
 
-STAGES = ["preflight", "images", "backup", "rehearsal", "database", "citus", "migrations", "api", "proxy"]
+STAGES = ["plan", "preflight", "images", "backup", "rehearsal", "database", "citus", "migrations", "api", "proxy"]
 
 
 def test_clean_deploy_passes_every_check_then_verify_only_changes_nothing(deploy: Deploy) -> None:
@@ -105,7 +105,7 @@ def _assert_caught_and_rolled_back(
     report = (deploy.reports / "report.html").read_text()
     assert reason in report and "deploycheck-rollback" in report
     junit = (deploy.reports / "junit.xml").read_text()
-    assert f"test_stage[{stage}]" in junit and reason in junit
+    assert f'classname="checks.test_stages" name="test_{stage}"' in junit and reason in junit
     assert f"stage {stage}: FAILED" in result.stdout
     deploy.assert_no_secret_leaked(result)
 
@@ -245,7 +245,7 @@ def test_a_second_deploy_while_one_runs_is_refused_naming_the_holder(deploy: Dep
         )
         result = deploy.run()
         assert result.returncode == 1, result.stdout[-5000:]
-        reason = deploy.summary()["stages"][0]["reason"]
+        reason = next(s["reason"] for s in deploy.summary()["stages"] if s["name"] == "preflight")
         assert f"is being deployed by host {socket.gethostname()}, pid {holder.pid}, since " in reason
         assert deploy.containers() == {}, "a refused deploy must start nothing"
         assert (deploy.state_dir / "deploy.lock").exists(), "the holder's lock must stay"
@@ -277,7 +277,7 @@ def test_a_deploy_killed_outright_is_repaired_by_the_next_run(deploy: Deploy, tm
     assert "an earlier run was killed while deploying B" in result.stdout
     assert "brought release A back" in result.stdout
     stages = [(s["name"], s["outcome"]) for s in deploy.summary()["stages"]]
-    assert stages[:3] == [("preflight", "passed"), ("repair", "passed"), ("images", "passed")]
+    assert stages[:4] == [("plan", "passed"), ("preflight", "passed"), ("repair", "passed"), ("images", "passed")]
     ledger = json.loads((deploy.state_dir / "ledger.json").read_text())
     assert [(r["id"], r["outcome"]) for r in ledger["releases"]] == [
         ("A", "passed"),

@@ -23,7 +23,7 @@ import docker
 import pytest
 import requests
 
-from plugins.images import preferred_citus_image, split_reference
+from deploycheck.engine.images import preferred_citus_image, split_reference
 from tests.e2e.conftest import (
     ROOT,
     TOKEN_MARKER,
@@ -159,7 +159,7 @@ def test_re_deploy_of_the_current_release_recreates_nothing_and_only_verifies(ma
     assert "release A is already current and healthy: nothing to change" in result.stdout
     summary = matrix.deploy.summary()
     assert summary["mode"] == "already-current" and summary["outcome"] == "passed"
-    assert [s["name"] for s in summary["stages"]] == ["preflight"]
+    assert [s["name"] for s in summary["stages"]] == ["plan", "preflight"]
     assert summary["checks"]["passed"] > 0 and summary["checks"]["failed"] == 0
     assert matrix.deploy.containers() == before, "a re-deploy of the current release must recreate nothing"
 

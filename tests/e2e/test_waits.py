@@ -11,8 +11,15 @@ from typing import Any
 import docker
 import pytest
 
-from plugins.containers import PROJECT_LABEL, SERVICE_LABEL, State, WaitFailed, run_own_healthcheck, wait_healthy
-from plugins.images import API, content_tag
+from deploycheck.engine.containers import (
+    PROJECT_LABEL,
+    SERVICE_LABEL,
+    State,
+    WaitFailed,
+    run_own_healthcheck,
+    wait_healthy,
+)
+from deploycheck.engine.images import API, content_tag
 from tests.e2e.conftest import remove_project
 
 pytestmark = pytest.mark.e2e

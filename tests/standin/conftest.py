@@ -23,7 +23,7 @@ import docker
 import psycopg
 import pytest
 
-from plugins.images import CITUS_STANDIN, STANDIN_CITUS_IMAGE, ensure_built
+from deploycheck.engine.images import CITUS_STANDIN, STANDIN_CITUS_IMAGE, ensure_built
 
 STANDIN_TAG = STANDIN_CITUS_IMAGE
 STANDIN_LABEL = "org.deploycheck.standin"

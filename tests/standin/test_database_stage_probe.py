@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from fixtures.stages import NodeProblem, citus_problem_through
-from plugins.secrets import Secret
+from deploycheck.request.secrets import Secret
+from deploycheck.stages.database import NodeProblem, citus_problem_through
 
 from .conftest import Cluster, Node, psql
 

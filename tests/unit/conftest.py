@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -47,75 +48,50 @@ def project(tmp_path: Path) -> Path:
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
-# A miniature suite: three stages through the real run_stage, one failing when asked, and checks on top.
-STAGED_CONFTEST = """
-import os
-import pytest
-from plugins.stages import StageFailed, run_stage, skip_if_a_stage_failed, stage_result
-from plugins.record import RUN_RECORD
+# The real plugin and its real stage fixtures, on the fake engine of tests/unit/fakes.py.
+FAKE_ENGINE_CONFTEST = """
+from tests.unit.fakes import fake_target
 
-pytest_plugins = ["plugins.deploycheck"]
+pytest_plugins = ["deploycheck.plugin"]
 
-def _stage(config, name):
-    def action():
-        if os.environ.get("FAIL_STAGE") == name:
-            raise StageFailed(f"{name} broke on purpose", "evidence: last log lines")
-        return name
-    return run_stage(config, name, action)
 
-@pytest.fixture(scope="session")
-def stage_first(pytestconfig):
-    return _stage(pytestconfig, "first")
-
-@pytest.fixture(scope="session")
-def stage_second(pytestconfig, stage_first):
-    return _stage(pytestconfig, "second")
-
-@pytest.fixture(scope="session")
-def stage_third(pytestconfig, stage_second):
-    return _stage(pytestconfig, "third")
-
-@pytest.fixture(scope="session")
-def stack(pytestconfig, stage_third):
-    skip_if_a_stage_failed(pytestconfig.stash[RUN_RECORD])
-    return "stack"
-
-@pytest.fixture(scope="session")
-def run_record(pytestconfig):
-    return pytestconfig.stash[RUN_RECORD]
+def pytest_deploycheck_make_target(environment):
+    return fake_target(environment)
 """
 
-STAGED_TESTS = """
+# Checks of the run's own, beside the real stage tests (checks/test_stages.py, linked in).
+CHECKS = """
+import os
 import pytest
-from plugins.stages import stage_result
-
-@pytest.mark.stage
-@pytest.mark.parametrize("name", ["first", "second", "third"])
-def test_stage(name, request, run_record):
-    request.getfixturevalue(f"stage_{name}")
-    stage = stage_result(run_record, name)
-    if stage.outcome == "failed":
-        pytest.fail(f"stage {name} failed: {stage.reason}", pytrace=False)
 
 @pytest.mark.smoke
 def test_check_one(stack):
-    assert stack == "stack"
+    assert stack.release == "A"
 
 def test_check_two(stack):
-    assert stack == "stack"
+    assert set(stack.containers) == {"coordinator", "worker-1", "worker-2", "api", "nginx"}
 
 def test_check_that_fails(stack):
-    import os
     assert os.environ.get("FAIL_CHECK") != "1", "the check failed on purpose"
 """
 
 
 @pytest.fixture
 def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A project with an environment file, the real plugin on the fake engine, the real stage tests and three
+    checks of its own. ``$FAKE_SCENARIO`` says what the fake engine does (tests/unit/fakes.py)."""
     make_project(pytester.path)
-    pytester.makeconftest(STAGED_CONFTEST)
-    pytester.makepyfile(test_suite=STAGED_TESTS)
-    monkeypatch.delenv("FAIL_STAGE", raising=False)
-    monkeypatch.delenv("FAIL_CHECK", raising=False)
-    monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))  # for runpytest_subprocess
+    pytester.makeconftest(FAKE_ENGINE_CONFTEST)
+    (pytester.path / "test_stages.py").symlink_to(PROJECT_ROOT / "checks" / "test_stages.py")
+    pytester.makepyfile(test_checks=CHECKS)
+    for variable in ("FAIL_CHECK", "FAKE_SCENARIO"):
+        monkeypatch.delenv(variable, raising=False)
+    # For runpytest_subprocess: the project's code, as the suite imports it.
+    monkeypatch.setenv("PYTHONPATH", f"{PROJECT_ROOT / 'plugins'}:{PROJECT_ROOT}")
     return pytester
+
+
+def commands_run(pytester: pytest.Pytester) -> list[list[str]]:
+    """Every command the fake engine's runner was given, in order (argv lists)."""
+    log = pytester.path / "commands.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []

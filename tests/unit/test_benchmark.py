@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from plugins.record import CheckRecord, RunRecord, StageRecord
+from deploycheck.record.record import CheckRecord, RunRecord, StageRecord
 from scripts.benchmark import (
     Figure,
     Stats,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from plugins.containers import healthcheck_command
+from deploycheck.engine.containers import healthcheck_command
 
 
 class _Container:
@@ -24,7 +24,8 @@ class _Container:
     ],
 )
 def test_healthcheck_command_reads_the_test_as_the_engine_does(test: list[str], command: list[str] | None) -> None:
-    assert healthcheck_command(_Container({"Test": test})) == command
+    found = healthcheck_command(_Container({"Test": test}))
+    assert (list(found.argv) if found is not None else None) == command
 
 
 def test_a_container_without_a_healthcheck_has_no_command() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from plugins.environment import ConfigError, load
-from plugins.secrets import MASK, Secret, mask_text
+from deploycheck.request.environment import ConfigError, load
+from deploycheck.request.secrets import MASK, Secret, mask_text
 from tests.unit.conftest import VALID_ENVIRONMENTS, make_project
 
 
@@ -20,7 +20,7 @@ def test_valid_environment_loads_with_defaults_merged(project: Path, monkeypatch
     assert environment.compose_project == "unit-prod"
     assert environment.expected_workers == 2
     assert environment.worker_services == ["worker-1", "worker-2"]
-    assert environment.ports.proxy == 8080
+    assert environment.ports.proxy == 8080 and environment.database.name == "app"
     assert environment.db_password.reveal() == "s3cret-value"
     assert environment.api_token.reveal() == "t0ken-value"
     assert "s3cret" not in repr(environment) and "t0ken" not in repr(environment)
@@ -60,7 +60,7 @@ def test_generated_secret_is_kept_private_and_stable(project: Path, monkeypatch:
     ("change", "message"),
     [
         (("expected_workers = 2", "expected_workers = 0"), "expected_workers must be between 1 and 32, not 0"),
-        (("expected_workers = 2", 'expected_workers = "two"'), "'expected_workers' must be a int"),
+        (("expected_workers = 2", 'expected_workers = "two"'), "'expected_workers' must be an integer, not 'two'"),
         (('docker_host = ""', 'docker_host = ""\nprots = 1'), "unknown key 'prots'; valid keys are"),
         (("api = 18000", "api = 15432"), "must be three different ports"),
         (("api = 18000", "api = 70000"), "ports.api must be between 1 and 65535"),

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from plugins.github import MAX_ANNOTATIONS, error_annotations, escape_data, escape_property, job_summary
-from plugins.record import CheckRecord, RunRecord, StageRecord
+from deploycheck.record.github import MAX_ANNOTATIONS, error_annotations, escape_data, escape_property, job_summary
+from deploycheck.record.record import CheckRecord, RunRecord, StageRecord
 
 
 def failing_record(checks: int) -> RunRecord:
@@ -49,13 +49,16 @@ def test_a_failing_run_under_github_actions_writes_summary_and_annotations(
     step_summary = tmp_path / "step_summary.md"
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step_summary))
-    monkeypatch.setenv("FAIL_STAGE", "second")
+    monkeypatch.setenv("FAKE_SCENARIO", "up-fails")
     result = suite.runpytest("--deploy=local", "-p", "no:cacheprovider")
     assert result.ret == 1
     summary = step_summary.read_text()
-    assert "deploycheck: local failed" in summary and "| second | failed |" in summary
+    assert "deploycheck: local failed" in summary and "| database | failed |" in summary
     errors = [line for line in result.stdout.lines if line.startswith("::error")]
-    assert errors == ["::error file=checks/test_stages.py,title=stage second failed::second broke on purpose"]
+    assert errors == [
+        "::error file=checks/test_stages.py,title=stage database failed::docker compose could not start coordinator,"
+        " worker-1, worker-2, api, nginx"
+    ]
 
 
 def test_no_github_output_outside_github_actions(
@@ -63,6 +66,7 @@ def test_no_github_output_outside_github_actions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
-    monkeypatch.setenv("FAIL_STAGE", "second")
+    monkeypatch.setenv("FAKE_SCENARIO", "up-fails")
     result = suite.runpytest("--deploy=local", "-p", "no:cacheprovider")
+    assert result.ret == 1
     assert not [line for line in result.stdout.lines if line.startswith("::error")]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from plugins import lock
-from plugins.ledger import Ledger, Release
+from deploycheck.release import lock
+from deploycheck.release.ledger import Ledger, Release
 
 
 def dead_pid() -> int:

@@ -1,0 +1,182 @@
+"""A fake engine at the target's boundary, for unit tests of the real plugin and its real stage wiring.
+
+``FakeTarget`` stands where ``LocalTarget`` stands: its Docker API client answers from a list of fake containers
+and images, and its runner records every command it is given (``commands.jsonl`` in the working folder, one
+argv per line) and answers as the scenario (``$FAKE_SCENARIO``) says. Nothing reaches a real engine.
+
+Scenarios (comma-separated):
+- ``engine-down``: the engine does not answer.
+- ``stack-running``: the project's five containers run, healthy (a stack to verify).
+- ``up-fails``: ``docker compose up`` exits 1.
+- ``up-interrupted``: ``docker compose up`` is interrupted (Ctrl+C while it runs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+
+from deploycheck.engine.commands import Command, CommandFailed, Result, Runner
+from deploycheck.engine.containers import PROJECT_LABEL, SERVICE_LABEL
+from deploycheck.request.environment import Environment
+
+COMMANDS_LOG = "commands.jsonl"
+
+
+class FakeImage:
+    def __init__(self, reference: str) -> None:
+        self.id = f"sha256:{abs(hash(reference)):064x}"[:71]
+        self.labels: dict[str, str] = {}
+
+    def tag(self, repository: str, tag: str | None = None) -> bool:
+        return True
+
+
+class FakeImages:
+    def get(self, reference: str) -> FakeImage:
+        return FakeImage(reference)
+
+
+class FakeContainer:
+    def __init__(self, project: str, service: str, port: int | None) -> None:
+        self.name = f"{project}-{service}-1"
+        self.id = f"id-{self.name}"
+        self.labels = {PROJECT_LABEL: project, SERVICE_LABEL: service, "org.deploycheck.release": "A"}
+        self.status = "running"
+        ports = {"5432/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]} if port else {}
+        self.attrs: dict[str, Any] = {
+            "State": {"Status": "running", "Health": {"Status": "healthy", "Log": []}, "ExitCode": 0},
+            "RestartCount": 0,
+            "NetworkSettings": {"Ports": ports},
+            "Config": {"Image": f"{service}-image", "Healthcheck": {"Test": ["NONE"]}},
+            "Mounts": [],
+        }
+        self.image = FakeImage(service)
+
+    def reload(self) -> None:
+        return None
+
+    def logs(self, **_: object) -> bytes:
+        return b"fake log line\n"
+
+    def exec_run(self, command: Sequence[str], **_: object) -> tuple[int, tuple[bytes, bytes]]:
+        return 0, (b"", b"")
+
+
+class FakeContainers:
+    def __init__(self) -> None:
+        self.running: list[FakeContainer] = []
+
+    def list(self, all: bool = False, filters: dict[str, Any] | None = None) -> list[FakeContainer]:
+        label = (filters or {}).get("label", "")
+        return [c for c in self.running if not label or f"{PROJECT_LABEL}={c.labels[PROJECT_LABEL]}" == label]
+
+    def get(self, container_id: str) -> FakeContainer:
+        for container in self.running:
+            if container.id == container_id:
+                return container
+        raise docker.errors.NotFound(container_id)
+
+
+class FakeEvents:
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        return iter(())
+
+    def close(self) -> None:
+        return None
+
+
+class FakeDocker:
+    def __init__(self, down: bool) -> None:
+        self.down = down
+        self.containers = FakeContainers()
+        self.images = FakeImages()
+
+    def ping(self) -> bool:
+        if self.down:
+            raise docker.errors.DockerException("Error while fetching server API version: connection refused")
+        return True
+
+    def info(self) -> dict[str, str]:
+        return {"DockerRootDir": "/"}
+
+    def events(self, **_: object) -> FakeEvents:
+        return FakeEvents()
+
+    def close(self) -> None:
+        return None
+
+
+class FakeRunner(Runner):
+    """Records each command (its argv) and answers as the scenario says, without running anything."""
+
+    def __init__(self, environment: Environment, docker_client: FakeDocker, scenario: set[str], log: Path) -> None:
+        super().__init__({}, environment.all_secrets)
+        self.environment = environment
+        self.docker_client = docker_client
+        self.scenario = scenario
+        self.log = log
+
+    def _answer(self, command: Command, stdout: str = "", code: int = 0, check: bool = True) -> Result:
+        result = Result(command, code, self._masked(command, stdout), "fake: failed on purpose" if code else "")
+        return self._check(result, check)
+
+    def run(self, command: Command, *, check: bool = True, cwd: Path | None = None) -> Result:
+        with self.log.open("a") as handle:
+            handle.write(json.dumps(list(command.argv)) + "\n")
+        argv = command.argv
+        if argv[:3] == ("docker", "compose", "version"):
+            return self._answer(command, "2.40.3\n")
+        if argv[0] == "git":
+            raise CommandFailed(command, "exited with 128: not a git repository")
+        if "config" in argv:
+            return self._answer(command, "services: {}\n")
+        if "up" in argv and "--dry-run" not in argv:
+            if "up-interrupted" in self.scenario:
+                raise KeyboardInterrupt("fake: Ctrl+C while compose up runs")
+            if "up-fails" in self.scenario:
+                return self._answer(command, code=1, check=check)
+        if "down" in argv:
+            self.docker_client.containers.running.clear()
+        return self._answer(command)
+
+    def exec(self, container: Any, command: Command, *, check: bool = True) -> Result:
+        return self._answer(command)
+
+
+class FakeTarget:
+    def __init__(self, environment: Environment, scenario: str, log: Path) -> None:
+        wanted = {s for s in scenario.split(",") if s}
+        self.environment = environment
+        self._docker = FakeDocker(down="engine-down" in wanted)
+        self.runner = FakeRunner(environment, self._docker, wanted, log)
+        if "stack-running" in wanted:
+            project = environment.compose_project
+            ports = {"coordinator": environment.ports.coordinator, "api": environment.ports.api}
+            for service in ("coordinator", "worker-1", "worker-2", "api", "nginx"):
+                self._docker.containers.running.append(FakeContainer(project, service, ports.get(service)))
+
+    @property
+    def docker(self) -> Any:
+        return self._docker
+
+    def new_docker_client(self) -> Any:
+        return self._docker
+
+    def host_address(self, port: int) -> tuple[str, int]:
+        return ("127.0.0.1", port)
+
+    def port_is_free(self, port: int) -> bool:
+        return True
+
+    def close(self) -> None:
+        return None
+
+
+def fake_target(environment: Environment) -> FakeTarget:
+    return FakeTarget(environment, os.environ.get("FAKE_SCENARIO", ""), Path.cwd() / COMMANDS_LOG)
