@@ -1,13 +1,31 @@
-"""SQL migrations: files applied in name order, each once, recorded in a version table on the coordinator."""
+"""SQL migrations: files applied in name order, each once, recorded in a version table on the coordinator.
+
+One executor runs a file, live and in the rehearsal alike: ``psql`` inside the coordinator's container, which
+sends the file statement by statement (dollar quotes and all: Citus refuses several distributed DDL statements
+sent as one string, citusdata/citus#6608), in one transaction together with the file's row in the version
+table, stopping at the first error. A file whose first line is ``-- deploycheck: no-transaction`` runs without
+that transaction (for what PostgreSQL or Citus refuse inside one, such as CREATE INDEX CONCURRENTLY); it is
+recorded once it has run. An error names the file, the line and the statement, in Citus's own words.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import io
+import re
+import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from docker.models.containers import Container
+
+from deploycheck.engine import commands
+from deploycheck.engine.commands import Runner
 
 VERSION_TABLE = "deploycheck_schema_migrations"
+NO_TRANSACTION = "-- deploycheck: no-transaction"
+FOLDER = "/tmp/deploycheck-migrations"
 Connection = psycopg.Connection[tuple[object, ...]]
 
 
@@ -50,21 +68,96 @@ def pending(conn: Connection, directory: Path) -> list[Path]:
     return todo
 
 
-def apply(conn: Connection, directory: Path) -> list[str]:
+@dataclass(frozen=True)
+class Statement:
+    first_line: int
+    last_line: int
+    text: str
+
+
+# What can hide a semicolon: comments, quoted strings and identifiers, dollar-quoted bodies.
+_TOKEN = re.compile(r"--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|(\$[A-Za-z_]*\$).*?\1|;", re.S)
+
+
+_LEADING_COMMENTS = re.compile(r"(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/)*", re.S)
+
+
+def statements(sql: str) -> list[Statement]:
+    """The file's statements (without the comments before them) and their lines, split where psql splits them,
+    to name the one that failed."""
+    found: list[Statement] = []
+    ends = [token.end() for token in _TOKEN.finditer(sql) if token.group(0) == ";"]
+    start = 0
+    for end in [*ends, len(sql)]:
+        lead = _LEADING_COMMENTS.match(sql, start)
+        begin = lead.end() if lead else start
+        text = sql[begin:end].strip()
+        if text.strip(";").strip():
+            found.append(Statement(sql.count("\n", 0, begin) + 1, sql.count("\n", 0, end) + 1, text))
+        start = end
+    return found
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _archive(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"deploycheck-migrations/{name}")
+            info.size, info.mode = len(data), 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _failure(path: Path, output: str) -> MigrationError:
+    """The file, the line and the statement that failed, and the server's words (its ERROR, DETAIL and HINT)."""
+    found = re.search(r"psql:[^:\n]*:(\d+): ERROR:\s+(.*)", output)
+    if found is None:
+        words = output.strip().splitlines()[-1] if output.strip() else "psql failed without a message"
+        return MigrationError(f"migration {path.name} failed: {words}", output)
+    line, message = int(found.group(1)), found.group(2).strip()
+    detail = " ".join(m.group(0).strip() for m in re.finditer(r"^(DETAIL|HINT):\s+.*$", output[found.end() :], re.M))
+    failed = next((s for s in statements(path.read_text()) if s.first_line <= line <= s.last_line), None)
+    where = f"at line {line}"
+    if failed is not None:
+        first = " ".join(failed.text.split())
+        where += f" ({first[:80]}{'…' if len(first) > 80 else ''})"
+    reason = f"migration {path.name} failed {where}: {message}" + (f" {detail}" if detail else "")
+    return MigrationError(reason, output)
+
+
+def run_file(runner: Runner, coordinator: Container, user: str, database: str, path: Path) -> None:
+    """Run one migration file and record it in the version table, with psql inside the coordinator's container."""
+    record = (
+        f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version text PRIMARY KEY, checksum text NOT NULL, "
+        "applied_at timestamptz NOT NULL DEFAULT now());\n"
+        f"INSERT INTO {VERSION_TABLE} (version, checksum) VALUES ({_literal(path.name)}, {_literal(checksum(path))});\n"
+    )
+    text = path.read_bytes()
+    coordinator.put_archive("/tmp", _archive({path.name: text, f"{path.name}.record": record.encode()}))
+    in_one_transaction = not text.decode(errors="replace").lstrip().startswith(NO_TRANSACTION)
+    try:
+        files = [f"{FOLDER}/{path.name}", f"{FOLDER}/{path.name}.record"]
+        result = runner.exec(
+            coordinator, commands.psql_files(user, database, files, one_transaction=in_one_transaction), check=False
+        )
+    finally:
+        runner.exec(coordinator, commands.remove_tree(FOLDER), check=False)
+    if result.returncode != 0:
+        raise _failure(path, result.output)
+
+
+def apply(conn: Connection, runner: Runner, coordinator: Container, directory: Path) -> list[str]:
     """Apply what is not applied yet, each file in its own transaction; return the versions applied now."""
     applied_now: list[str] = []
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} ("
-        "version text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-    )
+    database = conn.info.dbname
     for path in pending(conn, directory):
-        version, digest = path.name, checksum(path)
         try:
-            with conn.transaction():
-                conn.execute(path.read_text().encode())
-                conn.execute(f"INSERT INTO {VERSION_TABLE} (version, checksum) VALUES (%s, %s)", (version, digest))
-        except psycopg.Error as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise MigrationError(f"migration {version} failed: {first_line}", str(error), tuple(applied_now)) from None
-        applied_now.append(version)
+            run_file(runner, coordinator, conn.info.user, database, path)
+        except MigrationError as error:
+            raise MigrationError(error.reason, error.detail, tuple(applied_now)) from None
+        applied_now.append(path.name)
     return applied_now

@@ -3,15 +3,14 @@
 The copy is made from the backup the backup stage just took: one container per node, each on a new volume
 filled from that node's backup, with the same host names on a private internal network (so the Citus
 metadata's node names resolve to the copies and nothing can reach the live cluster). The migrations are
-applied there in order, each in one transaction; the first that fails stops the deploy before anything
-live has changed. The copy is removed whatever happens.
+applied there in order by the same executor as live (``migrations.run_file``), so a migration passes the
+rehearsal exactly when it passes live; the first that fails stops the deploy before anything live has changed.
+The copy is removed whatever happens.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
-import tarfile
 import uuid
 from pathlib import Path
 
@@ -23,24 +22,18 @@ from deploycheck.engine import commands
 from deploycheck.engine.containers import logs_tail, project_containers
 from deploycheck.engine.polling import poll
 from deploycheck.engine.target import Target
+from deploycheck.release import migrations
 from deploycheck.release.backup import DATA_DIR, fill_volume
+from deploycheck.release.migrations import MigrationError
 from deploycheck.request.secrets import mask_text
 
 READY_SECONDS = 120
 
 
 class MigrationFailedOnCopy(Exception):
-    def __init__(self, migration: str, error: str) -> None:
-        super().__init__(f"migration {migration} failed on a copy of the database: {error}")
-        self.migration = migration
-
-
-def _tar_of(files: list[Path]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for path in files:
-            archive.add(path, arcname=f"deploycheck-migrations/{path.name}")
-    return buffer.getvalue()
+    def __init__(self, failure: MigrationError) -> None:
+        super().__init__(f"{failure.reason.replace(' failed ', ' failed on a copy of the database ', 1)}")
+        self.failure = failure
 
 
 def _wait_ready(target: Target, container: Container) -> None:
@@ -103,18 +96,13 @@ def rehearse(target: Target, backup_folder: Path, pending: list[Path]) -> None:
         for copy in copies:
             _wait_ready(target, copy)
         coordinator = copies[0]
-        coordinator.put_archive("/tmp", _tar_of(pending))
         for path in pending:
-            command = commands.psql_file(
-                environment.database.user, environment.database.name, f"/tmp/deploycheck-migrations/{path.name}"
-            )
-            result = target.runner.exec(coordinator, command, check=False)
-            if result.returncode != 0:
-                text = result.output.strip()
-                error = next(
-                    (line for line in text.splitlines() if "ERROR" in line), text.splitlines()[-1] if text else ""
+            try:
+                migrations.run_file(
+                    target.runner, coordinator, environment.database.user, environment.database.name, path
                 )
-                raise MigrationFailedOnCopy(path.name, error.split("ERROR:", 1)[-1].strip())
+            except MigrationError as failure:
+                raise MigrationFailedOnCopy(failure) from None
     finally:
         for copy in copies:
             with contextlib.suppress(docker.errors.APIError):
