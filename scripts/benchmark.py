@@ -214,7 +214,7 @@ class Bench:
             migrations_dir = "{self.migrations_dir}"
             expected_workers = {self.workers}
             docker_host = ""
-            citus_image = "citusdata/citus:13.0"
+            citus_image = "citusdata/citus:13.2"
             database = {{ name = "deploycheck", user = "deploycheck" }}
             timeouts = {{ stage = {self.stage_timeout}, check = 10 }}
             rollback = {{ purge_volumes = true }}
@@ -298,13 +298,17 @@ class Runner:
 
     def compose(self, bench: Bench, release: str) -> tuple[Compose, Environment]:
         """The same Compose handle deploycheck builds for this environment (files, workers, variables)."""
+        from deploycheck.engine import citus as citus_images
         from deploycheck.engine import images
         from deploycheck.engine.compose import compose_for
         from deploycheck.engine.target import LocalTarget
 
         environment = self.environment(bench)
         runner = LocalTarget(environment).runner
-        citus, built = images.ensure_all(self.client, runner, environment.citus_image, environment.images_state_file)
+        source = citus_images.source_from(None, dict(os.environ))
+        remembered = citus_images.Remembered(environment.images_state_file)
+        citus = citus_images.resolve(self.client, runner, environment.citus_image, source, remembered)
+        built = images.ensure_stack_images(self.client)
         variables = {"api": built[images.API.repository], "nginx": built[images.NGINX.repository]}
         return compose_for(environment, runner, citus.reference, release, variables), environment
 

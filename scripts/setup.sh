@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One idempotent set-up for deploycheck: Docker engine, Compose v2, the Python environment, the base image,
-# the Citus image (official, or the offline stand-in) and the stack's images.
+# One idempotent set-up for deploycheck: Docker engine, Compose v2, the Python environment, the base images,
+# the Citus image (the configured one, or real Citus built from its source release) and the stack's images.
 # A second run with everything in place changes nothing and takes seconds.
 # Every failure is one sentence on stderr and a non-zero exit, before anything is changed.
 set -euo pipefail
@@ -9,7 +9,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${DEPLOYCHECK_VENV:-$ROOT/.venv}"
 STATE_DIR="$ROOT/.deploycheck"
 DOCKERD_LOG="${DEPLOYCHECK_DOCKERD_LOG:-/var/log/deploycheck-dockerd.log}"
-BASE_IMAGE="${DEPLOYCHECK_BASE_IMAGE:-debian:bookworm-slim}"
+BASE_IMAGE="${DEPLOYCHECK_BASE_IMAGE:-debian:bookworm-slim}"   # the reference stack's images
+TRIXIE_BASE_IMAGE="deploycheck/debian-base:trixie"              # a Citus build's, made offline when needed
 MIN_FREE_GB="${DEPLOYCHECK_MIN_FREE_GB:-4}"
 QUIET="${DEPLOYCHECK_SETUP_QUIET:-0}"
 FOR_TESTS=0  # --for-tests: also what the project's own tests need (Debian's chromium, for the report test)
@@ -126,28 +127,54 @@ if ! docker compose version >/dev/null 2>&1; then
 fi
 note "$(docker compose version)"
 
-# --- 5. base image: pull it, or build it offline -----------------------------------------------------------
+# --- 5. base images: pulled, or made offline with debootstrap ----------------------------------------------
+# debootstrap_image SUITE IMAGE: a Debian minbase of SUITE imported as IMAGE, with apt sources for SUITE, its
+# updates and its security suite (new PostgreSQL minors reach -security first).
+debootstrap_image() {
+  local suite="$1" image="$2" mirror="${DEPLOYCHECK_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+  local security="${DEPLOYCHECK_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
+  is_root && have apt-get || die "$image cannot be pulled and making it offline needs root with apt-get: make the image available (docker load) and run set-up again."
+  say "no registry answers: building $image offline with debootstrap ($suite)"
+  have debootstrap || apt_install debootstrap
+  [ -e "/usr/share/debootstrap/scripts/$suite" ] || apt_install debootstrap
+  rootfs="$(mktemp -d /var/tmp/deploycheck-rootfs.XXXXXX)"
+  trap 'rm -rf "$rootfs"' EXIT
+  debootstrap --variant=minbase "$suite" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
+    || die "debootstrap of $suite failed (log: $rootfs.log): check access to $mirror and run set-up again."
+  rm -f "$rootfs/etc/apt/sources.list"
+  printf 'Types: deb\nURIs: %s\nSuites: %s %s-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb\nURIs: %s\nSuites: %s-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    "$mirror" "$suite" "$suite" "$security" "$suite" >"$rootfs/etc/apt/sources.list.d/debian.sources"
+  rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
+  tar --numeric-owner -C "$rootfs" -c . | docker import --change 'ENV LANG=C.UTF-8' --change 'CMD ["bash"]' - "$image" >/dev/null \
+    || die "docker import of $image failed: read dockerd's log ($DOCKERD_LOG) and run set-up again."
+  rm -rf "$rootfs" "$rootfs.log"
+  trap - EXIT
+  say "built $image offline"
+}
 if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   if timeout 60 docker pull -q "$BASE_IMAGE" >/dev/null 2>&1; then
     say "pulled $BASE_IMAGE"
   else
-    is_root && have apt-get || die "$BASE_IMAGE cannot be pulled and building it offline needs root with apt-get: make the image available (docker load) and run set-up again."
-    say "no registry answers: building $BASE_IMAGE offline with debootstrap"
-    have debootstrap || apt_install debootstrap
-    rootfs="$(mktemp -d /var/tmp/deploycheck-rootfs.XXXXXX)"
-    trap 'rm -rf "$rootfs"' EXIT
-    mirror="${DEPLOYCHECK_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-    debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
-      || die "debootstrap failed (log: $rootfs.log): check access to $mirror and run set-up again."
-    tar -C "$rootfs" -c . | docker import - "$BASE_IMAGE" >/dev/null
-    rm -rf "$rootfs" "$rootfs.log"
-    trap - EXIT
-    say "built $BASE_IMAGE offline"
+    debootstrap_image bookworm "$BASE_IMAGE"
   fi
 fi
 
 # --- 6. the Citus image and the stack's images (one mechanism, shared with the images stage) ----------------
+# The Citus image of the environment set-up runs for (the wrapper passes it): the configured one, or real Citus
+# built from a source archive ($DEPLOYCHECK_CITUS_SOURCE) where it cannot be pulled. Exit 3 from the step means
+# that build needs a Debian trixie base: it is made offline, then the step runs again.
 mkdir -p "$STATE_DIR"
 cd "$ROOT"
-quiet_flag=(); [ "$QUIET" = 1 ] && quiet_flag=(--quiet)
-PYTHONPATH="$ROOT/plugins" "$VENV/bin/python" -m deploycheck.engine.images ensure "${quiet_flag[@]}"
+ensure_args=(ensure)
+[ "$QUIET" = 1 ] && ensure_args+=(--quiet)
+[ -n "${DEPLOYCHECK_SETUP_ENVIRONMENT:-}" ] && ensure_args+=(--environment "$DEPLOYCHECK_SETUP_ENVIRONMENT")
+[ -n "${DEPLOYCHECK_SETUP_ENVIRONMENTS:-}" ] && ensure_args+=(--environments "$DEPLOYCHECK_SETUP_ENVIRONMENTS")
+images_step() { PYTHONPATH="$ROOT/plugins" "$VENV/bin/python" -m deploycheck.engine.images "${ensure_args[@]}"; }
+status=0
+images_step || status=$?
+if [ "$status" = 3 ]; then
+  debootstrap_image trixie "$TRIXIE_BASE_IMAGE"
+  status=0
+  images_step || status=$?
+fi
+exit "$status"

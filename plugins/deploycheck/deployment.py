@@ -295,8 +295,9 @@ class Deployment:
 
     def images(self) -> StageResult[Images]:
         def prepare() -> Images:
-            images = images_stage.prepare(self.target, self.record.release)
-            self.record.citus_image, self.record.citus_is_standin = images.citus.reference, images.citus.is_standin
+            citus = images_stage.resolve_citus(self.target, self.request.citus_source, self.say)
+            self.record.citus_image, self.record.citus_image_origin = citus.reference, citus.describe()
+            images = images_stage.prepare(self.target, self.record.release, citus)
             self.ledger.start(images.entry)
             self._life.started_entry = True
             self._life.facts = replace(self._life.facts, compose=images.compose)
@@ -390,5 +391,4 @@ class Deployment:
             record.citus_image = coordinator.attrs.get("Config", {}).get("Image", record.citus_image)
         if record.citus_version == "unknown":
             record.citus_version = citus_version(self.target) or "unknown"
-        record.citus_is_standin = record.citus_is_standin or "stand-in" in record.citus_version
         return stack

@@ -10,6 +10,7 @@ record alone. The plugin is inert unless a run is asked for: ``--deploy=ENV`` or
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Generator
@@ -21,6 +22,7 @@ import pytest
 
 from deploycheck import hookspecs
 from deploycheck.deployment import Deployment
+from deploycheck.engine import citus
 from deploycheck.engine.containers import evidence
 from deploycheck.engine.target import LocalTarget, Target
 from deploycheck.record import github, history, reporting
@@ -66,6 +68,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--summary-json", metavar="PATH", help="where to write the JSON summary (default: ini deploycheck_summary)"
     )
+    group.addoption(
+        "--citus-source",
+        metavar="ARCHIVE",
+        help="a Citus source release (citus-X.Y.Z.tar.gz) to build real Citus from where the configured image "
+        f"cannot be pulled (default: ${citus.SOURCE_VARIABLE})",
+    )
     parser.addini("deploycheck_environment", "the environment deployed when --deploy is not given (none: inert)")
     parser.addini("deploycheck_summary", "the JSON summary path", default="reports/summary.json")
     parser.addini("deploycheck_history_keep", "how many runs reports/history keeps", type="int", default=20)
@@ -91,7 +99,8 @@ def _request(config: pytest.Config, name: str) -> tuple[RunRequest, Environment]
         release = options.valid_release(str(given))
     else:
         release = options.release_from_git(config.rootpath, LocalTarget(environment).runner)
-    request = RunRequest(name, path, mode, release, bool(config.getoption("keep_failed")))
+    source = citus.source_from(config.getoption("citus_source"), dict(os.environ))
+    request = RunRequest(name, path, mode, release, bool(config.getoption("keep_failed")), source)
     return request, environment
 
 

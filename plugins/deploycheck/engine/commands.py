@@ -191,9 +191,12 @@ def pg_isready(user: str, database: str) -> Command:
     return Command(("pg_isready", "-q", "-U", user, "-d", database), timeout=10)
 
 
-def psql_file(user: str, database: str, path: str) -> Command:
-    """A SQL file run by psql in one transaction, stopping at the first error."""
-    return Command(("psql", "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-U", user, "-d", database, "-f", path))
+def psql_files(user: str, database: str, paths: Sequence[str], *, one_transaction: bool = True) -> Command:
+    """SQL files run by psql, statement by statement, stopping at the first error; in one transaction unless
+    told otherwise."""
+    files = [arg for path in paths for arg in ("-f", path)]
+    single = ["-1"] if one_transaction else []
+    return Command(("psql", "-X", "-q", *single, "-v", "ON_ERROR_STOP=1", "-U", user, "-d", database, *files))
 
 
 def nginx_config_test() -> Command:

@@ -35,7 +35,7 @@ def job_summary(record: RunRecord) -> str:
         "",
         f"- **Release:** `{record.release}` ({record.mode})",
         f"- **Citus:** `{record.citus_image}`"
-        + (" — offline stand-in, **not Citus**" if record.citus_is_standin else ""),
+        + (f" ({_cell(record.citus_image_origin)})" if record.citus_image_origin else ""),
         f"- **citus_version():** {_cell(record.citus_version)}",
     ]
     if record.interrupted:

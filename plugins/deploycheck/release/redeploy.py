@@ -12,6 +12,7 @@ import docker
 import docker.errors
 import psycopg
 
+from deploycheck.engine import citus
 from deploycheck.engine import images as image_store
 from deploycheck.engine.commands import CommandFailed
 from deploycheck.engine.compose import compose_for
@@ -38,9 +39,12 @@ def why_redeploy(target: Target, release: str) -> str | None:
         for key, spec in (("api", image_store.API), ("nginx", image_store.NGINX)):
             if client.images.get(image_store.content_tag(spec)).id != current.image_ids.get(key):
                 return f"the {key} image's files changed since release {release} was deployed"
-        citus = image_store.preferred_citus_image(environment.citus_image, environment.images_state_file)
-        if citus != current.citus_image or client.images.get(citus).id != current.image_ids.get("citus"):
-            return f"the Citus image is now {citus}, not the build release {release} ran"
+        engine = str(client.info().get("ID", "local"))
+        citus_image = citus.Remembered(environment.images_state_file).get(engine, environment.citus_image)
+        if citus_image is None:
+            return f"the Citus image {environment.citus_image} is not resolved on this engine yet"
+        if citus_image.reference != current.citus_image or citus_image.image_id != current.image_ids.get("citus"):
+            return f"the Citus image is now {citus_image.reference}, not the build release {release} ran"
         services = environment.services
         containers = project_containers(client, environment.compose_project)
         starting = []

@@ -111,7 +111,9 @@ class Environment:
         "how many Citus workers the cluster must have (services worker-1 … worker-N)", check=_workers
     )
     docker_host: str = setting('the engine to use; "" is the local one (DOCKER_HOST or the default socket)')
-    citus_image: str = setting("the Citus image (falls back to the stand-in when it cannot be had)")
+    citus_image: str = setting(
+        "the Citus image; where it cannot be pulled, real Citus is built from a source archive (--citus-source)"
+    )
     ports: Ports = setting("coordinator, api, proxy: host ports, always published on 127.0.0.1 only")
     timeouts: Timeouts = setting("stage: a stage's deadline in seconds; check: how long a check retries")
     database: Database = setting("name, user")
@@ -172,7 +174,7 @@ class Environment:
 
     @property
     def images_state_file(self) -> Path:
-        """Which Citus image set-up found it can have (kept beside the environments' state folders)."""
+        """What each configured Citus image resolved to, per engine (beside the environments' state folders)."""
         return self.state_dir.parent / "images.json"
 
 
@@ -233,7 +235,12 @@ def _secrets(where: str, environment: str, names: SecretNames, generate: bool, s
     }
 
 
-def load(path: Path, name: str, project_root: Path) -> Environment:
+def load_settings(path: Path, name: str, project_root: Path) -> Environment:
+    """``load`` without the secrets (for set-up, which needs no secret and must make none)."""
+    return load(path, name, project_root, with_secrets=False)
+
+
+def load(path: Path, name: str, project_root: Path, *, with_secrets: bool = True) -> Environment:
     """Read ``path``, select environment ``name`` and validate everything about it."""
     data = read_file(path)
     tables = environment_tables(path, data)
@@ -256,5 +263,7 @@ def load(path: Path, name: str, project_root: Path) -> Environment:
         raise ConfigError(f"{where}: compose_files is empty; name at least one compose file.")
     if not environment.migrations_dir.is_dir():
         raise ConfigError(f"{where}: migrations_dir {environment.migrations_dir} is not a folder; correct it.")
+    if not with_secrets:
+        return environment
     values = _secrets(where, name, environment.secrets, environment.generate_missing_secrets, state_dir)
     return dataclasses.replace(environment, secret_values=values)

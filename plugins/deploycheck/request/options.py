@@ -24,6 +24,7 @@ class RunRequest:
     mode: RequestedMode
     release: str
     keep_failed: bool
+    citus_source: Path | None = None  # a Citus source release archive, for where the Citus image cannot be had
 
 
 def valid_release(given: str, option: str = "--release") -> str:

@@ -73,20 +73,30 @@ def citus_extension_problem(target: Target) -> NodeProblem | None:
 
 
 def citus_problem_through(conn: Connection, workers: list[str], secrets: list[Secret]) -> NodeProblem | None:
-    """`citus_extension_problem` on an open coordinator connection, in its database; psycopg errors propagate."""
-    query = "SELECT extversion FROM pg_extension WHERE extname = 'citus'"
-    not_loaded = f"the citus extension is not loaded in database {conn.info.dbname}"
-    if not conn.execute(query).fetchone():
-        return NodeProblem("coordinator", not_loaded)
+    """`citus_extension_problem` on an open coordinator connection, in its database.
+
+    ``citus_version()`` fails on a node where citus is not loaded ("Citus can only be loaded via
+    shared_preload_libraries") even though pg_extension lists it, so every node is asked that; psycopg errors
+    other than the coordinator's own answer propagate."""
+    query = "SELECT citus_version()"
+    try:
+        with conn.transaction():
+            conn.execute(query).fetchone()
+    except psycopg.errors.DatabaseError as error:
+        if isinstance(error, psycopg.OperationalError):
+            raise
+        words = mask_text(str(error).strip().splitlines()[0], secrets)
+        return NodeProblem("coordinator", f"citus does not answer in database {conn.info.dbname}: {words}")
     # Citus's own fan-out; the workers are not registered yet, so it is given their addresses.
     rows = conn.execute(
         "SELECT node_name, success, result FROM master_run_on_worker(%s, %s, %s, true)",
         (workers, [5432] * len(workers), [query] * len(workers)),
     ).fetchall()
     for node, success, result in rows:
-        if not success:
-            reason = f"the coordinator could not query it: {mask_text(str(result), secrets)}"
-            return NodeProblem(str(node), reason, unreachable=True)
-        if not result:
-            return NodeProblem(str(node), not_loaded)
+        if success:
+            continue
+        words = mask_text(" ".join(str(result).split()), secrets)
+        if words.startswith("failed to connect to"):
+            return NodeProblem(str(node), f"the coordinator could not query it: {words}", unreachable=True)
+        return NodeProblem(str(node), f"citus does not answer in database {conn.info.dbname}: {words}")
     return None

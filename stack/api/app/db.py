@@ -168,8 +168,8 @@ class Database:
 
     def _worker_status(self, conn: "psycopg.Connection[Any]", expected: int | None) -> WorkerStatus:
         s = self.settings
-        # Bound Citus's own wait for a silent worker (default 30 s); a stand-in without the
-        # setting is fine.
+        # Bound Citus's own wait for a silent worker (default 30 s); a Citus without the setting
+        # is fine.
         with contextlib.suppress(psycopg.Error):
             conn.execute(
                 "SELECT set_config('citus.node_connection_timeout', %s, false)",
