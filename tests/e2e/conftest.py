@@ -17,7 +17,8 @@ from typing import Any
 import docker
 import pytest
 
-from deploycheck.engine import containers
+from deploycheck.engine import citus, containers
+from deploycheck.engine.commands import Runner
 from deploycheck.engine.images import API, content_tag
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +26,7 @@ PROJECT_LABEL = "com.docker.compose.project"
 # Marker secrets: end-to-end tests assert they never reach a report, a captured log or the output.
 SECRET_MARKER = "e2e-MARKER-5ecret-7f3a9c"
 TOKEN_MARKER = "e2e-MARKER-t0ken-4b81d2"
+CITUS_IMAGE = "citusdata/citus:13.2"  # the environments' (where it cannot be pulled: built from source)
 
 
 def free_ports(count: int) -> list[int]:
@@ -67,7 +69,7 @@ class Deploy:
         overrides: Sequence[str] = (),
         stage_timeout: int = 120,
         migrations: Path = ROOT / "stack" / "migrations",
-        citus_image: str = "citusdata/citus:13.0",
+        citus_image: str = CITUS_IMAGE,
     ) -> None:
         files = [str(ROOT / "stack" / "compose.yaml"), *overrides]
         coordinator, api, proxy = self.ports
@@ -160,6 +162,14 @@ class Deploy:
             for path in self.reports.rglob("*"):
                 if path.is_file():
                     assert marker not in path.read_text(errors="replace"), f"a secret leaked into {path}"
+
+
+def real_citus_image() -> str:
+    """The image the environments' Citus resolves to on this engine, through deploycheck's own mechanism (the
+    official one, or real Citus built from $DEPLOYCHECK_CITUS_SOURCE)."""
+    remembered = citus.Remembered(ROOT / ".deploycheck" / "images.json")
+    source = citus.source_from(None, dict(os.environ))
+    return citus.resolve(docker.from_env(), Runner(), CITUS_IMAGE, source, remembered).reference
 
 
 def remove_project(project: str) -> None:

@@ -23,7 +23,7 @@ import docker
 import pytest
 import requests
 
-from deploycheck.engine.images import preferred_citus_image, split_reference
+from deploycheck.engine.images import split_reference
 from tests.e2e.conftest import (
     ROOT,
     TOKEN_MARKER,
@@ -31,6 +31,7 @@ from tests.e2e.conftest import (
     build_crashing_api,
     coordinator_sql,
     free_ports,
+    real_citus_image,
     remove_project,
     row_ids,
     tag_release_images,
@@ -39,7 +40,7 @@ from tests.e2e.conftest import (
 pytestmark = pytest.mark.e2e
 
 # The matrix's own tag of the Citus image set-up chose, so a case can move it as a new Citus build would.
-CITUS_IMAGE = "deploycheck/citus-e2e:13.0"
+CITUS_IMAGE = "deploycheck/citus-e2e:13.2"
 GOOD_RELEASES = ("A", "B-worker-stopped", "B-worker-killed", "B-nginx", "B-sigint", "B-sigterm")
 
 
@@ -62,7 +63,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
     directory = tmp_path_factory.mktemp("matrix")
     deploy = Deploy(name="matrix", project=f"dce2e-matrix-{os.getpid()}", directory=directory, ports=free_ports(3))
     client = docker.from_env()
-    client.images.get(preferred_citus_image("citusdata/citus:13.0")).tag(*split_reference(CITUS_IMAGE))
+    client.images.get(real_citus_image()).tag(*split_reference(CITUS_IMAGE))
     image = tag_release_images(directory, good=GOOD_RELEASES, broken="B-never-ready")
     client.images.get(build_crashing_api(directory)).tag("deploycheck/api-e2e", tag="B-crash-loop")
     client.images.get("deploycheck/api-e2e:B-never-ready").tag("deploycheck/api-e2e", tag="B-new-citus")
@@ -198,7 +199,7 @@ def test_migration_that_passes_but_the_api_never_becomes_ready(
 ) -> None:
     migrations = tmp_path / "migrations-b"
     shutil.copytree(ROOT / "stack" / "migrations", migrations)
-    (migrations / "0002_release_b_audit.sql").write_text("CREATE TABLE release_b_audit (note text);\n")
+    (migrations / "0003_release_b_audit.sql").write_text("CREATE TABLE release_b_audit (note text);\n")
     matrix.environment(migrations=migrations)
     result = matrix.deploy.run("--release=B-never-ready")
     assert result.returncode == 1, result.stdout[-5000:]
@@ -207,11 +208,11 @@ def test_migration_that_passes_but_the_api_never_becomes_ready(
     assert stage["name"] == "api" and "release broken on purpose" in stage["reason"], stage
     assert summary["rollback"]["database_restored"] is True
     assert row_ids(matrix.deploy) == from_a, "the database must be exactly as before B"
-    assert summary["migrations_applied"] == ["0002_release_b_audit.sql"]
+    assert summary["migrations_applied"] == ["0003_release_b_audit.sql"]
     applied = coordinator_sql(
         matrix.deploy, "SELECT string_agg(version, ',' ORDER BY version) FROM deploycheck_schema_migrations"
     )
-    assert applied == "0001_create_stores_and_orders.sql", "B's migration must be undone"
+    assert applied == "0001_create_stores_and_orders.sql,0002_keys.sql", "B's migration must be undone"
     assert coordinator_sql(matrix.deploy, "SELECT to_regclass('release_b_audit') IS NULL") == "t"
     print(f"matrix figures: database restore {summary['rollback']['database_restore_seconds']:.1f} s")
 

@@ -64,11 +64,11 @@ def test_markdown_report_names_the_machine_and_versions() -> None:
     text = markdown_report(
         [figure("smoke", "smoke", "s", [1.0])],
         {"cores": 2, "memory_gib": 23.4, "kernel": "6.1.0"},
-        {"docker engine": "20.10.24", "citus_version()": "Citus 13.0.3 (stand-in)"},
+        {"docker engine": "20.10.24", "citus_version()": "Citus 13.2.2 on x86_64-pc-linux-gnu"},
         5,
     )
     assert "2 cores, 23.4 GiB, kernel 6.1.0" in text
-    assert "- docker engine: 20.10.24" in text and "- citus_version(): Citus 13.0.3 (stand-in)" in text
+    assert "- docker engine: 20.10.24" in text and "- citus_version(): Citus 13.2.2 on x86_64-pc-linux-gnu" in text
     assert "5 runs per scenario" in text
 
 
