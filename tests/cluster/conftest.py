@@ -1,8 +1,8 @@
-"""Real containers for the Citus stand-in tests: the image (built from stack/citus-standin unless
-DEPLOYCHECK_CITUS_IMAGE names another one, e.g. citusdata/citus:13 where it can be pulled), and a cluster of a
-coordinator and two workers on a private Docker network, the coordinator published on 127.0.0.1 only.
+"""Real containers for the Citus cluster tests: the image named by DEPLOYCHECK_CITUS_IMAGE (required; e.g. the
+local build deploycheck/citus:13.2.2-pg17, or citusdata/citus:13 where it can be pulled), and one cluster per
+session of a coordinator and two workers on a private Docker network, the coordinator published on 127.0.0.1 only.
 
-Every Docker object made here is named dcstandin-<pid>-... and removed by a finalizer, even when set-up fails.
+Every Docker object made here is named dccluster-<pid>-... and removed by a finalizer, even when set-up fails.
 Containers get `--dns 127.0.0.1 --dns-opt ndots:1`: Docker's embedded DNS then answers the single-label names
 of stopped containers at once (no address) instead of forwarding them, so no lookup leaves the machine and a
 stopped worker fails fast.
@@ -23,27 +23,12 @@ import docker
 import psycopg
 import pytest
 
-from deploycheck.engine.images import CITUS_STANDIN, STANDIN_CITUS_IMAGE, ensure_built
-
-STANDIN_TAG = STANDIN_CITUS_IMAGE
-STANDIN_LABEL = "org.deploycheck.standin"
-TEST_LABEL = "org.deploycheck.standin-test"
+TEST_LABEL = "org.deploycheck.cluster-test"
 IMAGE_ENV = "DEPLOYCHECK_CITUS_IMAGE"
 HEALTH_TIMEOUT = 120.0
 POLL_INTERVAL = 0.25
 DB_USER = "deploycheck"
 DB_NAME = "deploycheck"
-
-
-@dataclass(frozen=True)
-class CitusImage:
-    ref: str
-    is_standin: bool
-
-
-def ensure_standin_image(client: Any) -> None:
-    """The stand-in as set-up and the images stage make it (one mechanism: built only when its files change)."""
-    ensure_built(client, CITUS_STANDIN, extra_tags=(STANDIN_TAG,))
 
 
 @pytest.fixture(scope="session")
@@ -54,13 +39,32 @@ def docker_client() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def citus_image(docker_client: Any) -> CitusImage:
+def citus_image(docker_client: Any) -> str:
+    """The Citus image the cluster runs: DEPLOYCHECK_CITUS_IMAGE, which must exist locally. Without it the
+    whole session stops (one sentence, exit status 4) instead of every test failing alike."""
     ref = os.environ.get(IMAGE_ENV, "").strip()
     if not ref:
-        ensure_standin_image(docker_client)
-        ref = STANDIN_TAG
-    labels = docker_client.images.get(ref).labels or {}
-    return CitusImage(ref=ref, is_standin=labels.get(STANDIN_LABEL) == "citus")
+        pytest.exit(
+            f"{IMAGE_ENV} is not set: name the Citus image the cluster tests run, e.g. deploycheck/citus:13.2.2-pg17.",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+    try:
+        docker_client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        pytest.exit(
+            f"{IMAGE_ENV} names {ref}, which is not an image on this Docker engine.",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+    return ref
+
+
+def unresolvable_node_error(name: str) -> str:
+    """How real Citus words a connection to a node whose name does not resolve (a stopped container's, here:
+    Docker's DNS drops it), up to the resolver's own reason: Citus's sentence around libpq's message."""
+    return (
+        f"connection to the remote node {DB_USER}@{name}:5432 failed with the following error: "
+        f'could not translate host name "{name}" to address: '
+    )
 
 
 def container_diagnostics(container: Any) -> str:
@@ -97,10 +101,10 @@ def wait_healthy(container: Any, timeout: float = HEALTH_TIMEOUT) -> None:
 
 @dataclass
 class DockerResources:
-    """Docker objects made by the tests, all named with one dcstandin-<pid> prefix, removed by cleanup()."""
+    """Docker objects made by the tests, all named with one dccluster-<pid> prefix, removed by cleanup()."""
 
     client: Any
-    prefix: str = field(default_factory=lambda: f"dcstandin-{os.getpid()}")
+    prefix: str = field(default_factory=lambda: f"dccluster-{os.getpid()}")
     containers: list[Any] = field(default_factory=list)
     volumes: list[Any] = field(default_factory=list)
     networks: list[Any] = field(default_factory=list)
@@ -219,26 +223,30 @@ class Node:
 class Cluster:
     """A coordinator and two workers, registered in the coordinator's metadata."""
 
-    image: CitusImage
+    image: str
     coordinator: Node
     workers: list[Node]
     port: int
+    network: Any
     password: str = field(repr=False)
-
-    @property
-    def is_standin(self) -> bool:
-        return self.image.is_standin
+    env: dict[str, str] = field(repr=False)  # the nodes' environment, for another node of the same cluster
 
     @property
     def nodes(self) -> list[Node]:
         return [self.coordinator, *self.workers]
 
     def connect(
-        self, *, password: str | None = None, notices: list[str] | None = None, dbname: str = DB_NAME
+        self,
+        *,
+        password: str | None = None,
+        notices: list[str] | None = None,
+        dbname: str = DB_NAME,
+        port: int | None = None,
     ) -> psycopg.Connection[Any]:
+        """A connection to the coordinator (or to another published node of the cluster: its host port)."""
         conn = psycopg.connect(
             host="127.0.0.1",
-            port=self.port,
+            port=self.port if port is None else port,
             user=DB_USER,
             dbname=dbname,
             password=self.password if password is None else password,
@@ -263,7 +271,7 @@ class Cluster:
 
 
 @pytest.fixture(scope="session")
-def cluster(citus_image: CitusImage, docker_resources: DockerResources) -> Cluster:
+def cluster(citus_image: str, docker_resources: DockerResources) -> Cluster:
     password = secrets.token_urlsafe(18)
     env = {
         "POSTGRES_USER": DB_USER,
@@ -273,8 +281,8 @@ def cluster(citus_image: CitusImage, docker_resources: DockerResources) -> Clust
         "PGPASSWORD": password,
     }
     network = docker_resources.network("net")
-    coordinator = docker_resources.create_postgres(citus_image.ref, "coord", network, env, publish=True)
-    workers = [docker_resources.create_postgres(citus_image.ref, f"worker{i}", network, env) for i in (1, 2)]
+    coordinator = docker_resources.create_postgres(citus_image, "coord", network, env, publish=True)
+    workers = [docker_resources.create_postgres(citus_image, f"worker{i}", network, env) for i in (1, 2)]
     for container in (coordinator, *workers):
         container.start()
     for container in (coordinator, *workers):
@@ -284,7 +292,9 @@ def cluster(citus_image: CitusImage, docker_resources: DockerResources) -> Clust
         coordinator=Node(coordinator.name, coordinator),
         workers=[Node(w.name, w) for w in workers],
         port=published_port(coordinator),
+        network=network,
         password=password,
+        env=env,
     )
     with result.connect() as conn:
         conn.execute("SELECT citus_set_coordinator_host(%s, 5432)", (result.coordinator.name,))

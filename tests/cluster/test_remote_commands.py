@@ -1,7 +1,8 @@
-"""run_command_on_* and their result rules (citus-api.md section 5, EvaluateQueryResult)."""
+"""run_command_on_* and master_run_on_worker, and their result rules (Citus's EvaluateSingleQueryResult)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import psycopg
@@ -48,24 +49,42 @@ def test_result_rules(
     assert single_result(cluster, conn, command, parallel) == expected
 
 
-def test_several_commands_on_one_node_run_in_order_on_its_connection(conn: psycopg.Connection[Any]) -> None:
-    """master_run_on_worker sends each node its commands one after the other on the node's one connection, while
-    the nodes run at the same time: a node's SET is seen by its next command, and every row keeps its place."""
+@pytest.mark.parametrize("parallel", [True, False], ids=["parallel", "one-by-one"])
+def test_master_run_on_worker_gives_each_command_a_connection_of_its_own(
+    conn: psycopg.Connection[Any], parallel: bool
+) -> None:
+    """master_run_on_worker runs each (node, command) on a new connection: a node's SET is not seen by its next
+    command (that connection has Citus's own application_name), and every row keeps its place."""
     workers = [name for name, _ in conn.execute("SELECT * FROM citus_get_active_worker_nodes() ORDER BY 1")]
     names = [w for w in workers for _ in range(3)]
     commands = [
         c for w in workers for c in ("SET application_name = 'rc_" + w + "'", "SHOW application_name", "SELECT 7")
     ]
     rows = conn.execute(
-        "SELECT node_name, success, result FROM master_run_on_worker(%s, %s, %s, true)",
-        (names, [5432] * len(names), commands),
+        "SELECT node_name, success, result FROM master_run_on_worker(%s, %s, %s, %s)",
+        (names, [5432] * len(names), commands, parallel),
     ).fetchall()
-    assert rows == [r for w in workers for r in ((w, True, "SET"), (w, True, f"rc_{w}"), (w, True, "7"))]
+    assert [(r[0], r[1]) for r in rows] == [(w, True) for w in names]
+    for i, worker in enumerate(workers):
+        set_result, show_result, select_result = (r[2] for r in rows[3 * i : 3 * i + 3])
+        assert (set_result, select_result) == ("SET", "7")
+        assert re.fullmatch(r"citus_run_command gpid=\d+", show_result), (worker, show_result)
 
 
-def test_a_command_of_several_statements_gives_the_last_result(cluster: Cluster, conn: psycopg.Connection[Any]) -> None:
-    assert single_result(cluster, conn, "SELECT 1; SELECT 2") == (True, "2")
-    assert single_result(cluster, conn, "SELECT 42") == (True, "42")  # the connections are clean afterwards
+@pytest.mark.parametrize("parallel", [True, False], ids=["parallel", "one-by-one"])
+def test_a_command_of_several_statements_gives_the_first_result(
+    cluster: Cluster, conn: psycopg.Connection[Any], parallel: bool
+) -> None:
+    """Every statement runs, but only the first one's result is read: a later statement's error is not seen."""
+    assert single_result(cluster, conn, "SELECT 1; SELECT 2", parallel) == (True, "1")
+    assert single_result(cluster, conn, "SELECT 1; SELECT 1/0", parallel) == (True, "1")
+    assert single_result(cluster, conn, "SELECT 1/0; SELECT 2", parallel) == (False, "ERROR:  division by zero")
+    try:
+        assert single_result(cluster, conn, "SELECT 1; CREATE TABLE rc_multi (a int)", parallel) == (True, "1")
+        assert single_result(cluster, conn, "SELECT to_regclass('rc_multi') IS NOT NULL", parallel) == (True, "t")
+    finally:
+        assert single_result(cluster, conn, "DROP TABLE IF EXISTS rc_multi", parallel) == (True, "DROP TABLE")
+    assert single_result(cluster, conn, "SELECT 42", parallel) == (True, "42")  # the connections are clean afterwards
 
 
 def test_utility_commands_give_their_tag(cluster: Cluster, conn: psycopg.Connection[Any]) -> None:

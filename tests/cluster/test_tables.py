@@ -1,4 +1,4 @@
-"""Distributed and reference tables (citus-api.md section 7): the API's own statements work unchanged
+"""Distributed and reference tables: the API's own statements work unchanged
 through the coordinator and the rows really are in shard tables on the workers."""
 
 from __future__ import annotations
