@@ -1,4 +1,5 @@
-"""The Citus cluster: one version everywhere, the expected workers active and healthy, distributed SQL working."""
+"""The Citus cluster: one version everywhere, the contract's workers active and healthy, distributed SQL working.
+Not applicable to a plain PostgreSQL database (skipped as such)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from deploycheck.stack import Stack
 
-pytestmark = pytest.mark.evidence("coordinator", "workers")
+pytestmark = [pytest.mark.evidence("database", "workers"), pytest.mark.usefixtures("citus_only")]
 
 
 @pytest.mark.parametrize(
@@ -22,7 +23,7 @@ def test_every_node_runs_the_same_citus_version(
     failed = [f"node {nodeid}: {result}" for nodeid, success, result in rows if not success]
     assert not failed, f"{query} failed on {', '.join(failed)}"
     versions = {str(result) for _, _, result in rows}
-    assert len(rows) == stack.environment.expected_workers + 1, f"{len(rows)} nodes answered: {rows}"
+    assert len(rows) == len(stack.environment.node_services), f"{len(rows)} nodes answered: {rows}"
     assert len(versions) == 1, f"nodes differ: {sorted(versions)}"
 
 
@@ -35,10 +36,11 @@ def test_active_workers_equal_the_expected_count(
 
 
 def test_cluster_node_health_is_all_true(
-    background_cluster_health: Future[list[tuple[object, ...]]], stack: Stack
+    background_cluster_health: Future[list[tuple[object, ...]]] | None, stack: Stack
 ) -> None:
+    assert background_cluster_health is not None
     rows = background_cluster_health.result()
-    nodes = stack.environment.expected_workers + 1
+    nodes = len(stack.environment.node_services)
     assert len(rows) == nodes * nodes, f"expected a {nodes} x {nodes} matrix, got {len(rows)} rows"
     bad = [f"{a}->{b}: {r}" for a, b, r in rows if r is not True]
     assert not bad, f"unhealthy connections: {', '.join(bad)}"
@@ -59,11 +61,14 @@ def commands_on_workers(coordinator: psycopg.Connection[tuple[object, ...]]) -> 
 
 
 @pytest.fixture(scope="session")
-def dist_nodes(coordinator: psycopg.Connection[tuple[object, ...]]) -> dict[str, list[tuple[object, ...]]]:
+def dist_nodes(
+    coordinator: psycopg.Connection[tuple[object, ...]], stack: Stack
+) -> dict[str, list[tuple[object, ...]]]:
     """The pg_dist_node rows on port 5432, read once for every worker check, by node name."""
     by_node: dict[str, list[tuple[object, ...]]] = {}
     for nodename, *row in coordinator.execute(
-        "SELECT nodename, isactive, noderole::text, shouldhaveshards FROM pg_dist_node WHERE nodeport = 5432"
+        "SELECT nodename, isactive, noderole::text, shouldhaveshards FROM pg_dist_node WHERE nodeport = %s",
+        (stack.environment.stack.database.port,),
     ):
         by_node.setdefault(str(nodename), []).append(tuple(row))
     return by_node
@@ -79,6 +84,7 @@ def test_worker_is_registered_active_primary(dist_nodes: dict[str, list[tuple[ob
     assert rows == [(True, "primary", True)], f"pg_dist_node rows of {worker}: {rows}"
 
 
-def test_distributed_table_round_trip(background_round_trip: Future[None]) -> None:
+def test_distributed_table_round_trip(background_round_trip: Future[None] | None) -> None:
     """Create a distributed table, write through the coordinator, read back, see shards on every worker, drop it."""
+    assert background_round_trip is not None
     background_round_trip.result()  # its assertions fail the check here

@@ -46,9 +46,9 @@ def test_migrations(stage_migrations: StageResult[None]) -> None:
     stage_migrations.report()
 
 
-@pytest.mark.stage("api")
-def test_api(stage_api: StageResult[None]) -> None:
-    stage_api.report()
+@pytest.mark.stage("services")
+def test_services(stage_services: StageResult[None]) -> None:
+    stage_services.report()
 
 
 @pytest.mark.stage("proxy")

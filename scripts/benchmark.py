@@ -199,27 +199,35 @@ class Bench:
     def project(self) -> str:
         return f"{PROJECT_PREFIX}{self.name}"
 
+    workdir: Path = ROOT
+
     @property
     def state_dir(self) -> Path:
-        return ROOT / ".deploycheck" / f"bench-{self.name}"
+        return self.workdir.resolve() / ".deploycheck" / f"bench-{self.name}"
 
     def toml(self) -> str:
         files = [str(ROOT / "stack" / "compose.yaml"), *map(str, self.overrides)]
         coordinator, api, proxy = self.ports
+        ports = f'COORDINATOR_PORT = "{coordinator}", API_PORT = "{api}", PROXY_PORT = "{proxy}"'
         return textwrap.dedent(
             f"""
             [environments.bench-{self.name}]
             compose_project = "{self.project}"
             compose_files = {json.dumps(files)}
             migrations_dir = "{self.migrations_dir}"
-            expected_workers = {self.workers}
-            docker_host = ""
+            check_modules = ["{ROOT / "stack" / "reference_checks"}"]
             citus_image = "citusdata/citus:13.2"
-            database = {{ name = "deploycheck", user = "deploycheck" }}
             timeouts = {{ stage = {self.stage_timeout}, check = 10 }}
             rollback = {{ purge_volumes = true }}
-            ports = {{ coordinator = {coordinator}, api = {api}, proxy = {proxy} }}
+            variables = {{ {ports} }}
             secrets = {{ db_password = "{PASSWORD_VARIABLE}", api_token = "{TOKEN_VARIABLE}" }}
+
+            [environments.bench-{self.name}.stack.database]
+            worker_count = {self.workers}
+
+            [environments.bench-{self.name}.stack.proxy]
+            headers = {{ "X-Content-Type-Options" = "nosniff", "X-Frame-Options" = "DENY" }}
+            failure_probe = {{ path = "/_dc_probe/upstream-failure", status = 502 }}
             """
         )
 
@@ -294,12 +302,11 @@ class Runner:
         from deploycheck.request.environment import load
 
         with patched_environ(self.secret_env):
-            return load(self.env_file, f"bench-{bench.name}", ROOT)
+            return load(self.env_file, f"bench-{bench.name}")
 
     def compose(self, bench: Bench, release: str) -> tuple[Compose, Environment]:
         """The same Compose handle deploycheck builds for this environment (files, workers, variables)."""
         from deploycheck.engine import citus as citus_images
-        from deploycheck.engine import images
         from deploycheck.engine.compose import compose_for
         from deploycheck.engine.target import LocalTarget
 
@@ -308,9 +315,9 @@ class Runner:
         source = citus_images.source_from(None, dict(os.environ))
         remembered = citus_images.Remembered(environment.images_state_file)
         citus = citus_images.resolve(self.client, runner, environment.citus_image, source, remembered)
-        built = images.ensure_stack_images(self.client)
-        variables = {"api": built[images.API.repository], "nginx": built[images.NGINX.repository]}
-        return compose_for(environment, runner, citus.reference, release, variables), environment
+        compose = compose_for(environment, runner, release, citus.reference)
+        compose.build(compose.model().built, timeout=600)  # the yardstick starts from images that are there
+        return compose, environment
 
     def compose_up_wait(self, bench: Bench) -> float:
         """``docker compose up --wait`` of the whole stack from nothing: the yardstick a deploy is held to."""
@@ -375,12 +382,10 @@ class DieWatcher:
 
 def tag_releases(runner: Runner, workdir: Path) -> str:
     """Release images as ``deploycheck/api-bench:RELEASE``: A is the real API, B one whose /ready always fails."""
-    from deploycheck.engine import images
-
-    real = images.ensure_built(runner.client, images.API)
-    runner.client.images.get(real).tag(RELEASE_IMAGE, tag="A")
+    api = ROOT / "stack" / "api"
+    runner.client.images.build(path=str(api), tag=f"{RELEASE_IMAGE}:A", rm=True)
     context = workdir / "api-broken-ready"
-    shutil.copytree(images.API.context, context)
+    shutil.copytree(api, context)
     main = context / "app" / "main.py"
     main.write_text(
         main.read_text()
@@ -402,7 +407,7 @@ def tag_releases(runner: Runner, workdir: Path) -> str:
     runner.client.images.build(path=str(context), tag=BROKEN_READY_IMAGE, rm=True)
     runner.client.images.get(BROKEN_READY_IMAGE).tag(RELEASE_IMAGE, tag="B")
     override = workdir / "releases.yaml"
-    override.write_text(f"services:\n  api:\n    image: {RELEASE_IMAGE}:${{RELEASE}}\n")
+    override.write_text(f"services:\n  api:\n    image: {RELEASE_IMAGE}:${{RELEASE}}\n    build: !reset null\n")
     return str(override)
 
 
@@ -827,19 +832,27 @@ def benches(workdir: Path) -> list[Bench]:
     failfast = failfast_overrides(workdir)
     releases = workdir / "releases.yaml"
     found = [
-        Bench("green", (41101, 41102, 41103)),
-        Bench("upwait", (41111, 41112, 41113)),
-        Bench("exits-worker", (41201, 41202, 41203), overrides=(failfast["worker"][2],)),
-        Bench("exits-api", (41211, 41212, 41213), overrides=(failfast["api"][2],)),
-        # B's /ready never answers 200: the api stage fails at its deadline (not part of the figure).
-        Bench("rollback", (41301, 41302, 41303), overrides=(releases,), stage_timeout=15),
-        Bench("restore", (41311, 41312, 41313), overrides=(releases,), stage_timeout=15, migrations_dir=migrations),
+        Bench("green", (41101, 41102, 41103), workdir=workdir),
+        Bench("upwait", (41111, 41112, 41113), workdir=workdir),
+        Bench("exits-worker", (41201, 41202, 41203), overrides=(failfast["worker"][2],), workdir=workdir),
+        Bench("exits-api", (41211, 41212, 41213), overrides=(failfast["api"][2],), workdir=workdir),
+        # B's /ready never answers 200: the services stage fails at its deadline (not part of the figure).
+        Bench("rollback", (41301, 41302, 41303), overrides=(releases,), stage_timeout=15, workdir=workdir),
+        Bench(
+            "restore",
+            (41311, 41312, 41313),
+            overrides=(releases,),
+            stage_timeout=15,
+            migrations_dir=migrations,
+            workdir=workdir,
+        ),
     ]
-    strict = Bench("upwait-1s", (41121, 41122, 41123))
+    strict = Bench("upwait-1s", (41121, 41122, 41123), workdir=workdir)
     strict.overrides = (one_second_ticks(workdir, strict.workers),)  # every worker it has, checked every 1 s
     found.append(strict)
     found += [
-        Bench(f"scale-{n}", (41400 + 10 * n + 1, 41400 + 10 * n + 2, 41400 + 10 * n + 3), n) for n in SCALE_WORKERS
+        Bench(f"scale-{n}", (41400 + 10 * n + 1, 41400 + 10 * n + 2, 41400 + 10 * n + 3), n, workdir=workdir)
+        for n in SCALE_WORKERS
     ]
     return found
 

@@ -22,15 +22,17 @@ from typing import Generic, TypeVar
 
 import pytest
 
+from deploycheck.engine.compose import ComposeModel
 from deploycheck.engine.target import Target
 from deploycheck.record.record import Mode, RunRecord, StageRecord
 from deploycheck.release import lock, redeploy, rollback
 from deploycheck.release.backup import Backup
 from deploycheck.release.ledger import Ledger
 from deploycheck.release.migrations import MigrationError
+from deploycheck.release.running import running_release
 from deploycheck.request.options import RunRequest
 from deploycheck.stack import Stack, citus_version
-from deploycheck.stages import StageFailed
+from deploycheck.stages import StageFailed, StageNotApplicable
 from deploycheck.stages import backup as backup_stage
 from deploycheck.stages import citus as citus_stage
 from deploycheck.stages import database as database_stage
@@ -44,7 +46,7 @@ from deploycheck.stages.images import Images
 
 T = TypeVar("T")
 
-STAGES = ("preflight", "images", "backup", "rehearsal", "database", "citus", "migrations", "api", "proxy")
+STAGES = ("preflight", "images", "backup", "rehearsal", "database", "citus", "migrations", "services", "proxy")
 # Steps that run only when needed, inside the stage named here, and are reported by that stage's test.
 REPORTED_WITH = {"preflight": ("plan", "repair", "restore")}
 
@@ -107,9 +109,12 @@ class _Lifetime:
 class Deployment:
     """One run's deployment: the plan, the stages, the stack, and the end (rollback, ledger, lock)."""
 
-    def __init__(self, request: RunRequest, target: Target, record: RunRecord, say: Callable[[str], None]) -> None:
+    def __init__(
+        self, request: RunRequest, target: Target, model: ComposeModel, record: RunRecord, say: Callable[[str], None]
+    ) -> None:
         self.request = request
         self.target = target
+        self.model = model  # the stack's services as Compose resolves the team's files
         self.environment = target.environment
         self.record = record
         self.say = say
@@ -124,7 +129,7 @@ class Deployment:
         recorded, timed step, reported with preflight); every other request keeps its mode."""
         if self.request.mode != "deploy":
             return self.plan_
-        why = self._step("plan", lambda: redeploy.why_redeploy(self.target, self.request.release))
+        why = self._step("plan", lambda: redeploy.why_redeploy(self.target, self.model, self.request.release))
         release = self.request.release
         if why is None:
             self.plan_ = Plan.of("already-current", "nothing to change")
@@ -200,6 +205,11 @@ class Deployment:
             record.stages.append(StageRecord(name, "failed", seconds, started, failure.reason, failure.evidence))
             say(f"[deploycheck] stage {name}: FAILED after {seconds:.1f} s: {failure.reason}")
             return None
+        except StageNotApplicable as skipped:
+            seconds = time.monotonic() - start
+            record.stages.append(StageRecord(name, "passed", seconds, started, skipped.reason))
+            say(f"[deploycheck] stage {name}: {skipped.reason}")
+            return None
         except KeyboardInterrupt:
             seconds = time.monotonic() - start
             record.interrupted = True
@@ -248,7 +258,7 @@ class Deployment:
                 found = preflight_stage.stack_for_verification(self.target)
             else:
                 found = preflight_stage.running_stack(self.target)
-                preflight_stage.ports_free(self.target, found)
+                preflight_stage.ports_free(self.target, self.model, found)
             self._life.facts = replace(self._life.facts, stack_existed_before=found.exists)
 
         def steps() -> None:
@@ -295,9 +305,14 @@ class Deployment:
 
     def images(self) -> StageResult[Images]:
         def prepare() -> Images:
-            citus = images_stage.resolve_citus(self.target, self.request.citus_source, self.say)
-            self.record.citus_image, self.record.citus_image_origin = citus.reference, citus.describe()
-            images = images_stage.prepare(self.target, self.record.release, citus)
+            images = images_stage.prepare(
+                self.target, self.record.release, self.model, self.request.citus_source, self.say
+            )
+            if images.citus is not None:
+                self.record.citus_image, self.record.citus_image_origin = (
+                    images.citus.reference,
+                    images.citus.describe(),
+                )
             self.ledger.start(images.entry)
             self._life.started_entry = True
             self._life.facts = replace(self._life.facts, compose=images.compose)
@@ -334,8 +349,8 @@ class Deployment:
 
         return self.run_stage("rehearsal", rehearse)
 
-    def _early_services(self) -> tuple[str, ...]:
-        return services_stage.early_services(self._life.facts.stack_existed_before)
+    def _early_services(self) -> list[str]:
+        return services_stage.early_services(self.target, self.model, self._life.facts.stack_existed_before)
 
     def database(self, images: StageResult[Images]) -> StageResult[None]:
         def start() -> None:
@@ -346,6 +361,8 @@ class Deployment:
 
     def citus(self) -> StageResult[None]:
         def configure() -> None:
+            if not self.environment.stack.database.is_citus:
+                raise StageNotApplicable("the database is plain PostgreSQL")
             self.record.citus_version = citus_stage.configure(self.target)
 
         return self.run_stage("citus", configure)
@@ -365,15 +382,19 @@ class Deployment:
         self.record.migrations_applied = migrations
         self._life.facts = replace(self._life.facts, migrations_applied=tuple(migrations))
 
-    def api(self, images: StageResult[Images]) -> StageResult[None]:
+    def services(self, images: StageResult[Images]) -> StageResult[None]:
         def start() -> None:
-            services_stage.start_api(self.target, images.value.compose, "api" in self._early_services())
+            services = services_stage.application_services(self.target, self.model)
+            early = bool(services) and set(services) <= set(self._early_services())
+            services_stage.start_services(self.target, images.value.compose, services, early)
 
-        return self.run_stage("api", start)
+        return self.run_stage("services", start)
 
     def proxy(self, images: StageResult[Images]) -> StageResult[None]:
         def start() -> None:
-            services_stage.start_proxy(self.target, images.value.compose, "nginx" in self._early_services())
+            proxy = self.environment.stack.proxy
+            early = proxy is not None and proxy.service in self._early_services()
+            services_stage.start_proxy(self.target, images.value.compose, early)
 
         return self.run_stage("proxy", start)
 
@@ -382,11 +403,11 @@ class Deployment:
     def stack(self) -> Stack:
         """The deployed stack (or, verifying, the running one, attached without changing anything)."""
         self._skip_if_stopped()
-        stack = Stack.attach(self.target)
         record = self.record
         if record.mode == "verify-only":
-            record.release = stack.release
-        coordinator = stack.containers.get("coordinator")
+            record.release = running_release(self.target, self.ledger) or "unknown (it runs no release of the ledger)"
+        stack = Stack.attach(self.target, record.release)
+        coordinator = stack.containers.get(self.environment.stack.database.service)
         if record.mode != "deploy" and coordinator is not None:  # a deploy's images stage knows it already
             record.citus_image = coordinator.attrs.get("Config", {}).get("Image", record.citus_image)
         if record.citus_version == "unknown":

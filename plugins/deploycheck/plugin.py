@@ -10,6 +10,7 @@ record alone. The plugin is inert unless a run is asked for: ``--deploy=ENV`` or
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import time
@@ -23,6 +24,7 @@ import pytest
 from deploycheck import hookspecs
 from deploycheck.deployment import Deployment
 from deploycheck.engine import citus
+from deploycheck.engine.compose import ModelUnreadable, read_model
 from deploycheck.engine.containers import evidence
 from deploycheck.engine.target import LocalTarget, Target
 from deploycheck.record import github, history, reporting
@@ -82,7 +84,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _request(config: pytest.Config, name: str) -> tuple[RunRequest, Environment]:
     """The run asked for, validated before anything is changed (a ConfigError otherwise)."""
     path = Path(config.getoption("environments") or config.rootpath / DEFAULT_FILE)
-    environment = load(path, name, config.rootpath)
+    environment = load(path, name)
     rollback_to = config.getoption("rollback_to")
     mode = options.mode_of(bool(config.getoption("verify_only")), rollback_to)
     given = config.getoption("release")
@@ -98,7 +100,7 @@ def _request(config: pytest.Config, name: str) -> tuple[RunRequest, Environment]
     elif given is not None:
         release = options.valid_release(str(given))
     else:
-        release = options.release_from_git(config.rootpath, LocalTarget(environment).runner)
+        release = options.release_from_git(environment.folder, LocalTarget(environment).runner)
     source = citus.source_from(config.getoption("citus_source"), dict(os.environ))
     request = RunRequest(name, path, mode, release, bool(config.getoption("keep_failed")), source)
     return request, environment
@@ -120,9 +122,29 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     for module in FIXTURE_MODULES:
         config.pluginmanager.import_plugin(module)
-    run = Run(config, request, environment)
+    _collect_checks(config, environment)
+    try:
+        run = Run(config, request, environment)
+    except ModelUnreadable as error:
+        raise pytest.UsageError(str(error)) from None
     config.pluginmanager.register(run, PLUGIN_NAME)
     config.pluginmanager.register(HistoryKeeper(run), f"{PLUGIN_NAME}-history")
+
+
+def builtin_checks() -> Path:
+    """The built-in checks' folder (deploycheck.checks: the suite's checks/, or the installed package's)."""
+    spec = importlib.util.find_spec("deploycheck.checks")
+    assert spec is not None and spec.submodule_search_locations, "deploycheck's checks are part of it"
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _collect_checks(config: pytest.Config, environment: Environment) -> None:
+    """A run checks its stack with the built-in checks and the environment's own check modules, wherever
+    pytest is run (a team's repository has its own tests, which are not a deployment's checks); paths given
+    on the command line are run instead, as asked."""
+    if config.args_source == pytest.Config.ArgsSource.ARGS:
+        return
+    config.args[:] = [str(builtin_checks()), *(str(path) for path in environment.check_modules)]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -147,17 +169,25 @@ def _reason(report: pytest.TestReport) -> str:
     return text.strip().splitlines()[0][:500] if text.strip() else ""
 
 
-def _evidence_services(item: pytest.Item, worker_services: list[str]) -> list[str]:
-    """The services a failed check is about: its own service parameter, else its module's evidence marker."""
+def _evidence_services(item: pytest.Item, environment: Environment) -> list[str]:
+    """The services a failed check is about: its own service parameter, else its module's evidence marker
+    (roles: 'database', 'workers', 'http', 'proxy'; or service names)."""
     params = getattr(item, "callspec", None)
-    for name in ("service", "node", "worker"):
+    for name in ("service", "node", "worker", "http_service"):
         if params is not None and name in params.params:
             return [str(params.params[name])]
+    stack = environment.stack
+    roles = {
+        "database": [stack.database.service],
+        "workers": stack.database.worker_services,
+        "http": stack.http_services,
+        "proxy": [stack.proxy.service] if stack.proxy is not None else [],
+    }
     marker = item.get_closest_marker("evidence")
     services: list[str] = []
-    for service in marker.args if marker else ():
-        services.extend(worker_services if service == "workers" else [service])
-    return services
+    for named in marker.args if marker else ():
+        services.extend(roles.get(named, [named]))
+    return list(dict.fromkeys(services))
 
 
 class Run:
@@ -176,7 +206,8 @@ class Run:
         )
         made = config.hook.pytest_deploycheck_make_target(environment=environment)
         self.target: Target = made if made is not None else LocalTarget(environment)
-        self.deployment = Deployment(request, self.target, self.record, self.say)
+        self.model = read_model(environment, self.target.runner, request.release)
+        self.deployment = Deployment(request, self.target, self.model, self.record, self.say)
         self._previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
         self._update_metadata()
 
@@ -255,7 +286,7 @@ class Run:
         stack = getattr(item, "funcargs", {}).get("stack")
         if report.failed and report.when == "call" and isinstance(stack, Stack):
             sections = []
-            for service in _evidence_services(item, stack.environment.worker_services):
+            for service in _evidence_services(item, stack.environment):
                 container = stack.containers.get(service)
                 if container is not None:
                     sections.append(evidence(container, stack.environment.all_secrets, lines=30))

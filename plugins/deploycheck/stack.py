@@ -1,4 +1,5 @@
-"""The ``Stack`` handle checks use: endpoints, database connections and containers of the deployed stack."""
+"""The ``Stack`` handle checks use: the deployed stack's containers, its release, and how each service is reached
+(the ports its containers publish, through the target), with its database's connection."""
 
 from __future__ import annotations
 
@@ -6,26 +7,51 @@ from dataclasses import dataclass
 
 import docker
 import psycopg
-import requests
 from docker.models.containers import Container
 
 from deploycheck.engine.containers import project_containers
 from deploycheck.engine.target import Target
-from deploycheck.request.environment import Environment
+from deploycheck.request.environment import Environment, HttpService
 
-RELEASE_LABEL = "org.deploycheck.release"
 Connection = psycopg.Connection[tuple[object, ...]]
 
 
-def coordinator_connection(target: Target, timeout: int = 5) -> Connection:
-    """A connection to the coordinator through the port the stack publishes; the password goes only to libpq."""
+class NotReachable(Exception):
+    """A service's port is not published on the host: one sentence saying how to publish it."""
+
+
+def published_port(container: Container, port: int) -> int | None:
+    """The host port a container publishes its ``port`` (tcp) on, or None."""
+    bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{port}/tcp") or []
+    ports = [int(b["HostPort"]) for b in bindings if b.get("HostPort")]
+    return ports[0] if ports else None
+
+
+def service_address(target: Target, container: Container | None, service: str, port: int) -> tuple[str, int]:
+    """Where this machine reaches ``service``'s container port ``port``: the port it publishes, through the target."""
+    if container is None:
+        raise NotReachable(f"service {service} has no container in project {target.environment.compose_project}")
+    host_port = published_port(container, port)
+    if host_port is None:
+        raise NotReachable(
+            f"service {service} publishes no port for its port {port}: publish it on 127.0.0.1 "
+            f'(ports: ["127.0.0.1:HOST_PORT:{port}"]) so that deploycheck can reach it'
+        )
+    return target.host_address(host_port)
+
+
+def database_connection(target: Target, timeout: int = 5) -> Connection:
+    """A connection to the database (the Citus coordinator, or the PostgreSQL server) through the port it
+    publishes; the password goes only to libpq."""
     environment = target.environment
-    host, port = target.host_address(environment.ports.coordinator)
+    database = environment.stack.database
+    container = project_containers(target.docker, environment.compose_project).get(database.service)
+    host, port = service_address(target, container, database.service, database.port)
     return psycopg.connect(
         host=host,
         port=port,
-        dbname=environment.database.name,
-        user=environment.database.user,
+        dbname=database.name,
+        user=database.user,
         password=environment.db_password.reveal(),
         connect_timeout=timeout,
         autocommit=True,
@@ -33,12 +59,18 @@ def coordinator_connection(target: Target, timeout: int = 5) -> Connection:
     )
 
 
+# The Citus coordinator is the database for every Citus-specific step.
+coordinator_connection = database_connection
+
+
 def citus_version(target: Target) -> str | None:
-    """What the coordinator's ``citus_version()`` says, or None when it cannot be asked."""
+    """What the coordinator's ``citus_version()`` says, or None when it cannot be asked (or it is not Citus)."""
+    if not target.environment.stack.database.is_citus:
+        return None
     try:
         with coordinator_connection(target) as conn:
             row = conn.execute("SELECT citus_version()").fetchone()
-    except psycopg.Error:
+    except (psycopg.Error, NotReachable):
         return None
     return str(row[0]) if row else None
 
@@ -59,31 +91,40 @@ class Stack:
     def client(self) -> docker.DockerClient:
         return self.target.docker
 
-    def url(self, port: int) -> str:
-        host, port = self.target.host_address(port)
+    @property
+    def services(self) -> list[str]:
+        """Every service of the stack that has a container."""
+        return list(self.containers)
+
+    def address(self, service: str, port: int) -> tuple[str, int]:
+        return service_address(self.target, self.containers.get(service), service, port)
+
+    def url(self, service: str, via: str = "direct") -> str:
+        """The base URL of an HTTP service: reached directly, or through the proxy's route to it."""
+        stack = self.environment.stack
+        if via == "proxy":
+            proxy = stack.proxy
+            if proxy is None:
+                raise NotReachable("the stack has no proxy: stack.proxy is not set")
+            host, port = self.address(proxy.service, proxy.port)
+            return f"http://{host}:{port}{proxy.routes.get(service, '')}"
+        host, port = self.address(service, stack.http_service(service).port)
         return f"http://{host}:{port}"
 
-    @property
-    def api_url(self) -> str:
-        return self.url(self.environment.ports.api)
-
-    @property
     def proxy_url(self) -> str:
-        return self.url(self.environment.ports.proxy)
+        proxy = self.environment.stack.proxy
+        if proxy is None:
+            raise NotReachable("the stack has no proxy: stack.proxy is not set")
+        host, port = self.address(proxy.service, proxy.port)
+        return f"http://{host}:{port}"
+
+    def http(self, service: str) -> HttpService:
+        return self.environment.stack.http_service(service)
 
     def connect(self) -> Connection:
-        return coordinator_connection(self.target)
-
-    def http_session(self) -> requests.Session:
-        """HTTP with the API token the environment names (the API refuses writes without it)."""
-        session = requests.Session()
-        session.headers["Authorization"] = f"Bearer {self.environment.api_token.reveal()}"
-        return session
+        return database_connection(self.target)
 
     @classmethod
-    def attach(cls, target: Target) -> Stack:
-        """The stack as it runs now: its containers, and the release its API container is labelled with."""
-        containers = project_containers(target.docker, target.environment.compose_project)
-        api = containers.get("api")
-        release = api.labels.get(RELEASE_LABEL, "unknown") if api is not None else "unknown"
-        return cls(target, containers, release)
+    def attach(cls, target: Target, release: str) -> Stack:
+        """The stack as it runs now: its containers, and the release they run (``release``)."""
+        return cls(target, project_containers(target.docker, target.environment.compose_project), release)

@@ -1,5 +1,5 @@
-"""Real containers for the Citus cluster tests: the image named by DEPLOYCHECK_CITUS_IMAGE (required; e.g. the
-local build deploycheck/citus:13.2.2-pg17, or citusdata/citus:13 where it can be pulled), and one cluster per
+"""Real containers for the Citus cluster tests: the image named by DEPLOYCHECK_CITUS_IMAGE, else the one the
+environments' Citus resolves to (tests/citus.py: real Citus, official or built from its source), and one cluster per
 session of a coordinator and two workers on a private Docker network, the coordinator published on 127.0.0.1 only.
 
 Every Docker object made here is named dccluster-<pid>-... and removed by a finalizer, even when set-up fails.
@@ -23,6 +23,9 @@ import docker
 import psycopg
 import pytest
 
+from deploycheck.engine import citus
+from tests.citus import resolved_citus_image
+
 TEST_LABEL = "org.deploycheck.cluster-test"
 IMAGE_ENV = "DEPLOYCHECK_CITUS_IMAGE"
 HEALTH_TIMEOUT = 120.0
@@ -40,14 +43,15 @@ def docker_client() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def citus_image(docker_client: Any) -> str:
-    """The Citus image the cluster runs: DEPLOYCHECK_CITUS_IMAGE, which must exist locally. Without it the
-    whole session stops (one sentence, exit status 4) instead of every test failing alike."""
+    """The Citus image the cluster runs: DEPLOYCHECK_CITUS_IMAGE, which must exist locally, else the one the
+    environments' Citus resolves to on this engine. One that cannot be had stops the whole session (one
+    sentence, exit status 4) instead of every test failing alike."""
     ref = os.environ.get(IMAGE_ENV, "").strip()
     if not ref:
-        pytest.exit(
-            f"{IMAGE_ENV} is not set: name the Citus image the cluster tests run, e.g. deploycheck/citus:13.2.2-pg17.",
-            returncode=pytest.ExitCode.USAGE_ERROR,
-        )
+        try:
+            return resolved_citus_image()
+        except citus.CitusUnavailable as error:
+            pytest.exit(str(error).splitlines()[0], returncode=pytest.ExitCode.USAGE_ERROR)
     try:
         docker_client.images.get(ref)
     except docker.errors.ImageNotFound:

@@ -17,16 +17,28 @@ from typing import Any
 import docker
 import pytest
 
-from deploycheck.engine import citus, containers
-from deploycheck.engine.commands import Runner
-from deploycheck.engine.images import API, content_tag
+from deploycheck.engine import containers
+from tests.citus import CITUS_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT_LABEL = "com.docker.compose.project"
 # Marker secrets: end-to-end tests assert they never reach a report, a captured log or the output.
 SECRET_MARKER = "e2e-MARKER-5ecret-7f3a9c"
 TOKEN_MARKER = "e2e-MARKER-t0ken-4b81d2"
-CITUS_IMAGE = "citusdata/citus:13.2"  # the environments' (where it cannot be pulled: built from source)
+
+
+# The reference stack's contract as environments.toml declares it (the code's defaults, and what the reference
+# app's own checks rely on: the proxy's headers and failure probe), with its declarative checks.
+REFERENCE_CONTRACT = """
+[environments.{name}.stack.proxy]
+headers = {{ "X-Content-Type-Options" = "nosniff", "X-Frame-Options" = "DENY", "Referrer-Policy" = "no-referrer" }}
+failure_probe = {{ path = "/_dc_probe/upstream-failure", status = 502 }}
+
+[[environments.{name}.http_checks]]
+service = "api"
+path = "/health"
+json = {{ status = "ok" }}
+"""
 
 
 def free_ports(count: int) -> list[int]:
@@ -56,8 +68,8 @@ class Deploy:
 
     @property
     def state_dir(self) -> Path:
-        """Where deploycheck keeps this environment's ledger, lock and generated files."""
-        return ROOT / ".deploycheck" / self.name
+        """Where deploycheck keeps this environment's ledger, lock and generated files (beside its file)."""
+        return self.directory.resolve() / ".deploycheck" / self.name
 
     @property
     def reports(self) -> Path:
@@ -73,23 +85,19 @@ class Deploy:
     ) -> None:
         files = [str(ROOT / "stack" / "compose.yaml"), *overrides]
         coordinator, api, proxy = self.ports
+        ports = f'COORDINATOR_PORT = "{coordinator}", API_PORT = "{api}", PROXY_PORT = "{proxy}"'
         self.env_file.write_text(
-            textwrap.dedent(
-                f"""
-                [environments.{self.name}]
-                compose_project = "{self.project}"
-                compose_files = {json.dumps(files)}
-                migrations_dir = "{migrations}"
-                expected_workers = 2
-                docker_host = ""
-                citus_image = "{citus_image}"
-                database = {{ name = "deploycheck", user = "deploycheck" }}
-                timeouts = {{ stage = {stage_timeout}, check = 10 }}
-                rollback = {{ purge_volumes = false }}
-                ports = {{ coordinator = {coordinator}, api = {api}, proxy = {proxy} }}
-                secrets = {{ db_password = "DEPLOYCHECK_E2E_DB_PASSWORD", api_token = "DEPLOYCHECK_E2E_API_TOKEN" }}
-                """
-            )
+            f"""
+[environments.{self.name}]
+compose_project = "{self.project}"
+compose_files = {json.dumps(files)}
+migrations_dir = "{migrations}"
+check_modules = ["{ROOT / "stack" / "reference_checks"}"]
+citus_image = "{citus_image}"
+timeouts = {{ stage = {stage_timeout}, check = 10 }}
+variables = {{ {ports} }}
+secrets = {{ db_password = "DEPLOYCHECK_E2E_DB_PASSWORD", api_token = "DEPLOYCHECK_E2E_API_TOKEN" }}
+{REFERENCE_CONTRACT.format(name=self.name)}"""
         )
 
     def override(self, name: str, content: str) -> str:
@@ -164,14 +172,6 @@ class Deploy:
                     assert marker not in path.read_text(errors="replace"), f"a secret leaked into {path}"
 
 
-def real_citus_image() -> str:
-    """The image the environments' Citus resolves to on this engine, through deploycheck's own mechanism (the
-    official one, or real Citus built from $DEPLOYCHECK_CITUS_SOURCE)."""
-    remembered = citus.Remembered(ROOT / ".deploycheck" / "images.json")
-    source = citus.source_from(None, dict(os.environ))
-    return citus.resolve(docker.from_env(), Runner(), CITUS_IMAGE, source, remembered).reference
-
-
 def remove_project(project: str) -> None:
     """Everything a case left behind, found by its Compose project label."""
     containers.remove_project(docker.from_env(), project)
@@ -187,6 +187,19 @@ def deploy(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deploy]:
     shutil.rmtree(case.state_dir, ignore_errors=True)
 
 
+def reference_api_image() -> str:
+    """The reference stack's API image, built from stack/api (the engine's layer cache makes it quick)."""
+    tag = "deploycheck/api:e2e-reference"
+    docker.from_env().images.build(path=str(ROOT / "stack" / "api"), tag=tag, rm=True)
+    return tag
+
+
+def releases_override(deploy: Deploy, image: str) -> str:
+    """A compose override that runs ``image`` as the API instead of building it (as a team pulling release
+    images from a registry does): ``build: !reset`` drops the base file's build section."""
+    return deploy.override("releases.yaml", f"services:\n  api:\n    image: {image}\n    build: !reset null\n")
+
+
 def tag_release_images(tmp_path: Path, good: tuple[str, ...], broken: str) -> str:
     """Two releases of the API as `deploycheck/api-e2e:RELEASE`: the real one, and one whose /ready fails.
 
@@ -194,8 +207,9 @@ def tag_release_images(tmp_path: Path, good: tuple[str, ...], broken: str) -> st
     registry of release images would, and a rollback to a good release really brings its image back.
     """
     client = docker.from_env()
+    real = reference_api_image()
     for release in good:
-        client.images.get(content_tag(API)).tag("deploycheck/api-e2e", tag=release)
+        client.images.get(real).tag("deploycheck/api-e2e", tag=release)
     client.images.get(build_broken_ready_api(tmp_path)).tag("deploycheck/api-e2e", tag=broken)
     return "deploycheck/api-e2e:${RELEASE}"
 

@@ -22,12 +22,13 @@ from tests.e2e.conftest import (
     build_broken_ready_api,
     coordinator_sql,
     count_rows,
+    releases_override,
     tag_release_images,
 )
 
 pytestmark = pytest.mark.e2e
 
-STAGES = ["plan", "preflight", "images", "backup", "rehearsal", "database", "citus", "migrations", "api", "proxy"]
+STAGES = ["plan", "preflight", "images", "backup", "rehearsal", "database", "citus", "migrations", "services", "proxy"]
 
 
 def test_clean_deploy_passes_every_check_then_verify_only_changes_nothing(deploy: Deploy) -> None:
@@ -144,7 +145,7 @@ def test_nginx_upstream_on_the_wrong_port_fails_the_proxy_stage(deploy: Deploy) 
     _assert_caught_and_rolled_back(deploy, result, "proxy", "/ready did not answer 200 within 20 s (last: 502")
 
 
-def test_api_release_whose_ready_fails_fails_the_api_stage(deploy: Deploy, tmp_path: Path) -> None:
+def test_api_release_whose_ready_fails_fails_the_services_stage(deploy: Deploy, tmp_path: Path) -> None:
     image = build_broken_ready_api(tmp_path)
     broken = deploy.override(
         "broken-api.yaml",
@@ -152,12 +153,13 @@ def test_api_release_whose_ready_fails_fails_the_api_stage(deploy: Deploy, tmp_p
         services:
           api:
             image: {image}
+            build: !reset null
         """,
     )
     deploy.write_environment(overrides=[broken], stage_timeout=20)
     result = deploy.run()
     assert result.returncode == 1, result.stdout[-5000:]
-    _assert_caught_and_rolled_back(deploy, result, "api", "release broken on purpose")
+    _assert_caught_and_rolled_back(deploy, result, "services", "release broken on purpose")
 
 
 def test_sigterm_during_the_database_stage_rolls_back(deploy: Deploy) -> None:
@@ -183,7 +185,7 @@ def test_release_b_that_fails_rolls_back_to_release_a_with_its_data(deploy: Depl
     """A deploys green; re-deploying A recreates nothing; B's API never becomes ready, so A comes back
     with its rows; then C deploys and a manual --rollback-to=A brings A back again."""
     image = tag_release_images(tmp_path, good=("A", "C"), broken="B")
-    releases = deploy.override("releases.yaml", f"services:\n  api:\n    image: {image}\n")
+    releases = releases_override(deploy, image)
     deploy.write_environment(overrides=[releases], stage_timeout=20)
 
     first = deploy.run("--release=A")
@@ -206,7 +208,7 @@ def test_release_b_that_fails_rolls_back_to_release_a_with_its_data(deploy: Depl
     failed = deploy.run("--release=B")
     assert failed.returncode == 1, failed.stdout[-5000:]
     summary = deploy.summary()
-    assert [s["name"] for s in summary["stages"] if s["outcome"] == "failed"] == ["api"]
+    assert [s["name"] for s in summary["stages"] if s["outcome"] == "failed"] == ["services"]
     assert summary["previous_release"] == "A"
     rollback = summary["rollback"]
     assert rollback["performed"] is True and rollback["outcome"] == "passed", rollback
@@ -256,14 +258,14 @@ def test_a_second_deploy_while_one_runs_is_refused_naming_the_holder(deploy: Dep
 def test_a_deploy_killed_outright_is_repaired_by_the_next_run(deploy: Deploy, tmp_path: Path) -> None:
     """SIGKILL leaves no rollback: the next run sees B 'in progress', closes it, brings A back, then deploys C."""
     image = tag_release_images(tmp_path, good=("A", "C"), broken="B")
-    releases = deploy.override("releases.yaml", f"services:\n  api:\n    image: {image}\n")
+    releases = releases_override(deploy, image)
     deploy.write_environment(overrides=[releases], stage_timeout=60)
     assert deploy.run("--release=A").returncode == 0
 
     process = deploy.start("--release=B")
     assert process.stdout is not None
     for line in process.stdout:
-        if "stage api: started" in line:
+        if "stage services: started" in line:
             time.sleep(1)
             process.kill()
             break

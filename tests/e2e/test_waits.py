@@ -19,8 +19,7 @@ from deploycheck.engine.containers import (
     run_own_healthcheck,
     wait_healthy,
 )
-from deploycheck.engine.images import API, content_tag
-from tests.e2e.conftest import remove_project
+from tests.e2e.conftest import reference_api_image, remove_project
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +33,7 @@ def slow_ticking() -> Iterator[tuple[str, Any]]:
     project = f"dce2e-waits-{os.getpid()}"
     client = docker.from_env()
     container = client.containers.run(
-        content_tag(API),
+        reference_api_image(),
         ["sleep", "600"],
         detach=True,
         labels={PROJECT_LABEL: project, SERVICE_LABEL: "slow"},

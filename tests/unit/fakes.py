@@ -43,18 +43,19 @@ class FakeImages:
 
 
 class FakeContainer:
-    def __init__(self, project: str, service: str, port: int | None) -> None:
+    def __init__(self, project: str, service: str, port: int | None, host_port: int = 0) -> None:
         self.name = f"{project}-{service}-1"
         self.id = f"id-{self.name}"
-        self.labels = {PROJECT_LABEL: project, SERVICE_LABEL: service, "org.deploycheck.release": "A"}
+        self.labels = {PROJECT_LABEL: project, SERVICE_LABEL: service}
         self.status = "running"
-        ports = {"5432/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]} if port else {}
+        ports = {f"{port}/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(host_port)}]} if port else {}
         self.attrs: dict[str, Any] = {
             "State": {"Status": "running", "Health": {"Status": "healthy", "Log": []}, "ExitCode": 0},
             "RestartCount": 0,
             "NetworkSettings": {"Ports": ports},
             "Config": {"Image": f"{service}-image", "Healthcheck": {"Test": ["NONE"]}},
             "Mounts": [],
+            "Image": FakeImage(f"unit/{service}:1").id,
         }
         self.image = FakeImage(service)
 
@@ -135,7 +136,7 @@ class FakeRunner(Runner):
         if argv[0] == "git":
             raise CommandFailed(command, "exited with 128: not a git repository")
         if "config" in argv:
-            return self._answer(command, "services: {}\n")
+            return self._answer(command, json.dumps(self.model()))
         if "up" in argv and "--dry-run" not in argv:
             if "up-interrupted" in self.scenario:
                 raise KeyboardInterrupt("fake: Ctrl+C while compose up runs")
@@ -148,6 +149,27 @@ class FakeRunner(Runner):
     def exec(self, container: Any, command: Command, *, check: bool = True) -> Result:
         return self._answer(command)
 
+    def model(self) -> dict[str, Any]:
+        """What ``docker compose config --format json`` says of the environment's stack: its contract's services,
+        the database and the proxy publishing their ports on 127.0.0.1."""
+        stack = self.environment.stack
+        published = {stack.database.service: stack.database.port}
+        if stack.proxy is not None:
+            published[stack.proxy.service] = stack.proxy.port
+        services: dict[str, Any] = {}
+        for index, name in enumerate(stack.services):
+            service: dict[str, Any] = {"image": f"unit/{name}:1"}
+            if name in published:
+                port = {
+                    "mode": "ingress",
+                    "host_ip": "127.0.0.1",
+                    "target": published[name],
+                    "published": str(47000 + index),
+                }
+                service["ports"] = [port]
+            services[name] = service
+        return {"name": self.environment.compose_project, "services": services}
+
 
 class FakeTarget:
     def __init__(self, environment: Environment, scenario: str, log: Path) -> None:
@@ -156,10 +178,11 @@ class FakeTarget:
         self._docker = FakeDocker(down="engine-down" in wanted)
         self.runner = FakeRunner(environment, self._docker, wanted, log)
         if "stack-running" in wanted:
-            project = environment.compose_project
-            ports = {"coordinator": environment.ports.coordinator, "api": environment.ports.api}
-            for service in ("coordinator", "worker-1", "worker-2", "api", "nginx"):
-                self._docker.containers.running.append(FakeContainer(project, service, ports.get(service)))
+            stack = environment.stack
+            ports = {stack.database.service: stack.database.port, **{h.service: h.port for h in stack.http}}
+            for index, service in enumerate(stack.services):
+                container = FakeContainer(environment.compose_project, service, ports.get(service), 47100 + index)
+                self._docker.containers.running.append(container)
 
     @property
     def docker(self) -> Any:

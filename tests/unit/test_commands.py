@@ -50,6 +50,7 @@ def compose() -> Compose:
         project="shop",
         files=(Path("/srv/compose.yaml"), Path("/srv/workers.json")),
         runner=Runner(),
+        project_directory=Path("/srv"),
         variables={"RELEASE": "B"},
         secret_variables={"DB_PASSWORD": PASSWORD},
     )
@@ -75,6 +76,8 @@ def test_compose_commands_name_the_project_and_its_files_and_carry_the_password_
         "compose",
         "-p",
         "shop",
+        "--project-directory",
+        "/srv",
         "-f",
         "/srv/compose.yaml",
         "-f",

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from deploycheck.release.rollback import Facts, decide
-from tests.unit.conftest import commands_run
+from tests.unit.conftest import commands_run, ledger_with_release_a
 
 RELEASE = "--release=B"
-STAGES = ["preflight", "images", "backup", "rehearsal", "database", "citus", "migrations", "api", "proxy"]
+STAGES = ["preflight", "images", "backup", "rehearsal", "database", "citus", "migrations", "services", "proxy"]
 
 
 def summary(pytester: pytest.Pytester) -> dict[str, Any]:
@@ -32,6 +32,7 @@ def test_verify_only_runs_preflight_then_every_check_on_the_running_stack(
     suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_SCENARIO", "stack-running")
+    ledger_with_release_a(suite)
     result = suite.runpytest("--deploy=local", "--verify-only", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=4, deselected=8)  # preflight's test runs, the other stages' do not
     data = summary(suite)
@@ -75,11 +76,12 @@ def test_a_failed_stage_skips_the_later_stages_and_checks_and_the_first_deploy_i
     rollback = data["rollback"]
     assert rollback["performed"] is True and rollback["outcome"] == "passed", rollback
     assert rollback["actions"] == ["removed the containers of project unit-local; kept its volumes"]
-    project = ["docker", "compose", "-p", "unit-local", "-f", str(suite.path / "compose.yaml")]
-    workers_file = str(state_dir(suite) / "workers.compose.json")
+    # Both run the release's own model (its images pinned), in the team's project directory.
+    (snapshot,) = (state_dir(suite) / "configurations").glob("compose-*.json")
+    project = ["docker", "compose", "-p", "unit-local", "--project-directory", str(suite.path), "-f", str(snapshot)]
     services = ["coordinator", "worker-1", "worker-2", "api", "nginx"]
-    up = [*project, "-f", workers_file, "up", "--detach", "--no-deps", "--remove-orphans", *services]
-    down = [*project, "-f", workers_file, "down", "--remove-orphans"]
+    up = [*project, "up", "--detach", "--no-deps", "--remove-orphans", *services]
+    down = [*project, "down", "--remove-orphans"]
     ran = commands_run(suite)
     assert up in ran and down in ran and ran.index(up) < ran.index(down)
     ledger = json.loads((state_dir(suite) / "ledger.json").read_text())
@@ -93,7 +95,7 @@ def test_the_stage_graph_is_pytests_own(suite: pytest.Pytester) -> None:
     order = [text.index(f"SETUP    S stage_{name} ") for name in STAGES]
     assert order == sorted(order), "the stages are set up in their order"
     assert "SETUP    S stack (fixtures used: deployment, stage_proxy)" in text
-    assert not commands_run(suite), "a setup plan runs nothing"
+    assert all("config" in argv for argv in commands_run(suite)), "a setup plan only reads the stack's model"
 
 
 def test_an_engine_that_does_not_answer_fails_preflight_and_changes_nothing(
@@ -152,8 +154,8 @@ def test_the_sigterm_handler_is_restored_when_the_run_ends(
 
 
 def test_without_a_run_asked_for_the_plugin_is_inert(suite: pytest.Pytester) -> None:
-    result = suite.runpytest("-p", "no:cacheprovider", "test_checks.py")
-    result.assert_outcomes(errors=3)  # its fixtures are not there: nothing deploys by accident
+    result = suite.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=12)  # its fixtures are not there: nothing deploys by accident
     assert "fixture 'stack' not found" in result.stdout.str()
     assert not (suite.path / "reports").exists() and not commands_run(suite)
 

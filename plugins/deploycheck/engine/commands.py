@@ -27,9 +27,12 @@ log = logging.getLogger("deploycheck.commands")
 class CommandFailed(Exception):
     """A command exited non-zero or timed out; the message says which and ends with its output (masked)."""
 
-    def __init__(self, command: Command, detail: str, described: str | None = None) -> None:
+    def __init__(
+        self, command: Command, detail: str, described: str | None = None, *, missing_program: bool = False
+    ) -> None:
         super().__init__(f"`{described if described is not None else command.describe()}` {detail}")
         self.command = command
+        self.missing_program = missing_program  # the program itself is not installed
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,9 @@ class Runner:
     def _masked(self, command: Command, text: str) -> str:
         return mask_text(text, [*self.secrets, *command.secret_env.values()])
 
-    def _failed(self, command: Command, detail: str) -> CommandFailed:
-        return CommandFailed(command, self._masked(command, detail), self._masked(command, command.describe()))
+    def _failed(self, command: Command, detail: str, *, missing_program: bool = False) -> CommandFailed:
+        described = self._masked(command, command.describe())
+        return CommandFailed(command, self._masked(command, detail), described, missing_program=missing_program)
 
     def _check(self, result: Result, check: bool) -> Result:
         if check and result.returncode != 0:
@@ -102,7 +106,9 @@ class Runner:
         except subprocess.TimeoutExpired:
             raise self._failed(command, f"did not finish within {command.timeout:.0f} s") from None
         except FileNotFoundError:
-            raise self._failed(command, f"cannot run: {command.argv[0]} is not installed") from None
+            raise self._failed(
+                command, f"cannot run: {command.argv[0]} is not installed", missing_program=True
+            ) from None
         result = Result(
             command,
             completed.returncode,
@@ -158,14 +164,16 @@ def compose(
     files: Sequence[Path],
     args: Sequence[str],
     *,
+    project_directory: Path,
     env: Mapping[str, str],
     secret_env: Mapping[str, Secret],
     timeout: float,
 ) -> Command:
+    """A ``docker compose`` command of one project; its project directory (where Compose reads ``.env``) is the
+    team's, also when the files are a release's snapshot kept elsewhere."""
     file_args = [arg for path in files for arg in ("-f", str(path))]
-    return Command(
-        ("docker", "compose", "-p", project, *file_args, *args), env=env, secret_env=secret_env, timeout=timeout
-    )
+    argv = ("docker", "compose", "-p", project, "--project-directory", str(project_directory), *file_args, *args)
+    return Command(argv, env=env, secret_env=secret_env, timeout=timeout)
 
 
 # --- the commands, inside a container ---------------------------------------------------------------------

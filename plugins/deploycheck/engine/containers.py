@@ -335,8 +335,11 @@ def wait_http_ok(
     container: Container,
     service: str,
     secrets: Iterable[Secret] = (),
+    status: int = 200,
+    method: str = "GET",
 ) -> None:
-    """GET ``url`` until it answers 200; fail at once if the service's container exits or restarts."""
+    """``method url`` until it answers ``status``; fail at once if ``container`` (the service's, or the proxy's
+    in front of it) exits or restarts."""
     secrets = list(secrets)
     restarts = State.of(container).restarts
     last = ["no answer yet"]
@@ -347,11 +350,11 @@ def wait_http_ok(
         if state.exited or state.restarts > restarts:
             raise WaitFailed(f"{service} stopped while waiting for {url}", evidence(container, secrets))
         try:
-            response = requests.get(url, timeout=5)
+            response = requests.request(method, url, timeout=5)
         except requests.RequestException as error:
             last[0] = type(error).__name__
             return None
-        if response.status_code == 200:
+        if response.status_code == status:
             return True
         last[0] = f"{response.status_code} {response.text[:300]}"
         return None
@@ -361,6 +364,7 @@ def wait_http_ok(
         seconds=deadline_seconds,
         every=HTTP_POLL_SECONDS,
         timed_out=lambda: WaitFailed(
-            f"{url} did not answer 200 within {deadline_seconds:.0f} s (last: {last[0]})", evidence(container, secrets)
+            f"{url} did not answer {status} within {deadline_seconds:.0f} s (last: {last[0]})",
+            evidence(container, secrets),
         ),
     )

@@ -72,7 +72,11 @@ def take(target: Target, release: str, connection: psycopg.Connection[tuple[obje
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     folder = environment.backups_dir / f"{stamp}-{release}"
     folder.mkdir(parents=True, exist_ok=True)
-    tables = [str(row[0]) for row in connection.execute("SELECT logicalrelid::regclass::text FROM pg_dist_partition")]
+    # Citus: the nodes' backups must be of one moment, so writes through the coordinator wait meanwhile (reads go
+    # on); a single PostgreSQL server's backup is consistent by itself.
+    tables = []
+    if environment.stack.database.is_citus:
+        tables = [str(r[0]) for r in connection.execute("SELECT logicalrelid::regclass::text FROM pg_dist_partition")]
     try:
         with connection.transaction():
             if tables:

@@ -18,12 +18,13 @@ from typing import Any
 class Release:
     id: str
     started_at: float
-    images: dict[str, str]  # service -> image reference (tag), e.g. {"api": "deploycheck/api:abc123"}
-    image_ids: dict[str, str]  # api, nginx, citus -> image id, so a release is known even if its tag moves
-    citus_image: str
-    # The release's whole Compose model (``docker compose config --no-interpolate``, secrets left as ${...}),
-    # so a rollback brings back its configuration as well as its images. "" in ledgers written before it.
+    images: dict[str, str]  # service -> the image it runs, pinned to its id (deploycheck/pinned:ID)
+    image_ids: dict[str, str]  # service -> image id: what a rollback must find running again
+    citus_image: str  # the Citus image the release resolved ("" without Citus)
+    # The release's whole Compose model (``Compose.snapshot``: images pinned, secrets left as ${...}), so a
+    # rollback brings back its configuration as well as its images.
     configuration: str = ""
+    build_digests: dict[str, str] = field(default_factory=dict)  # built service -> its build context's digest
     migrations: list[str] = field(default_factory=list)
     outcome: str = "in progress"  # in progress | passed | failed | interrupted
     finished_at: float = 0.0

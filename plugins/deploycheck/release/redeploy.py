@@ -13,17 +13,18 @@ import docker.errors
 import psycopg
 
 from deploycheck.engine import citus
-from deploycheck.engine import images as image_store
 from deploycheck.engine.commands import CommandFailed
-from deploycheck.engine.compose import compose_for
+from deploycheck.engine.compose import ComposeModel, compose_for
 from deploycheck.engine.containers import State, WaitFailed, project_containers, wait_healthy
+from deploycheck.engine.images import build_context_digest
 from deploycheck.engine.target import EngineUnreachable, Target
 from deploycheck.release.ledger import Ledger
 from deploycheck.release.migrations import MigrationError, pending
-from deploycheck.stack import coordinator_connection
+from deploycheck.release.running import runs
+from deploycheck.stack import NotReachable, database_connection
 
 
-def why_redeploy(target: Target, release: str) -> str | None:
+def why_redeploy(target: Target, model: ComposeModel, release: str) -> str | None:
     """None when deploying ``release`` would change nothing; otherwise why it must be deployed, when the ledger
     names it current (a person re-deploying it wants to know), or "" when it is simply another release.
     Read-only; the engine is asked only when the ledger says ``release`` is current."""
@@ -36,33 +37,47 @@ def why_redeploy(target: Target, release: str) -> str | None:
         return f"an earlier run left {', '.join(ledger.unfinished())} unfinished"
     try:
         client = target.docker
-        for key, spec in (("api", image_store.API), ("nginx", image_store.NGINX)):
-            if client.images.get(image_store.content_tag(spec)).id != current.image_ids.get(key):
-                return f"the {key} image's files changed since release {release} was deployed"
+        if set(model.names) != set(current.image_ids):
+            return f"the stack's services are not those release {release} ran"
+        database = environment.stack.database
         engine = str(client.info().get("ID", "local"))
-        citus_image = citus.Remembered(environment.images_state_file).get(engine, environment.citus_image)
-        if citus_image is None:
-            return f"the Citus image {environment.citus_image} is not resolved on this engine yet"
-        if citus_image.reference != current.citus_image or citus_image.image_id != current.image_ids.get("citus"):
-            return f"the Citus image is now {citus_image.reference}, not the build release {release} ran"
-        services = environment.services
+        remembered = citus.Remembered(environment.images_state_file)
+        for name, service in model.services.items():
+            if service.build_context is not None:
+                if build_context_digest(service.build_context, service.dockerfile) != current.build_digests.get(name):
+                    return f"the build context of {name} changed since release {release} was deployed"
+            elif database.is_citus and name in database.node_services:
+                resolved = remembered.get(engine, model.services[database.service].image)
+                if resolved is None or resolved.image_id != current.image_ids[name]:
+                    return f"the Citus image of {name} is not the build release {release} ran"
+            elif _image_id(client, service.image) != current.image_ids[name]:
+                return f"the image {service.image} of {name} is not the one release {release} ran"
         containers = project_containers(client, environment.compose_project)
         starting = []
-        for service in services:
-            if service not in containers:
-                return f"{service} has no container"
-            state = State.of(containers[service])
+        for name in model.names:
+            if name not in containers:
+                return f"{name} has no container"
+            state = State.of(containers[name])
             if state.status != "running" or state.health not in ("healthy", "starting", None):
-                return f"{service} is {state.describe()}"
+                return f"{name} is {state.describe()}"
             if state.health == "starting":
-                starting.append(service)
+                starting.append(name)
         if starting:  # just (re)started (its restart policy, a manual restart): healthy soon, or not current
             wait_healthy(client, environment.compose_project, starting, environment.timeouts.check)
-        compose = compose_for(environment, target.runner, current.citus_image, current.id, current.images)
-        changes = compose.would_change(services)
+        if not runs(current, {name: str(c.attrs.get("Image", "")) for name, c in containers.items()}):
+            return f"the containers do not run release {release}'s images"
+        compose = compose_for(environment, target.runner, current.id, current.citus_image)
+        snapshot = compose.snapshot(environment.configurations_dir, current.images)
+        if snapshot.name != current.configuration:
+            return f"the Compose configuration changed since release {release} was deployed"
+        changes = compose_for(
+            environment, target.runner, current.id, current.citus_image, configuration=snapshot
+        ).would_change(model.names)
         if changes:
             return f"Compose would change the stack ({changes[0].strip()})"
-        with coordinator_connection(target) as conn:
+        if environment.migrations_dir is None:
+            return None
+        with database_connection(target) as conn:
             todo = pending(conn, environment.migrations_dir)  # a migration added under the same release id
         return f"migration {todo[0].name} is pending" if todo else None
     except (
@@ -72,5 +87,13 @@ def why_redeploy(target: Target, release: str) -> str | None:
         psycopg.Error,
         MigrationError,
         WaitFailed,
+        NotReachable,
     ) as error:
         return f"its state could not be read ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+
+
+def _image_id(client: docker.DockerClient, reference: str) -> str | None:
+    try:
+        return str(client.images.get(reference).id)
+    except docker.errors.ImageNotFound:
+        return None

@@ -23,12 +23,12 @@ import requests
 from deploycheck.engine.commands import CommandFailed
 from deploycheck.engine.compose import Compose, compose_for
 from deploycheck.engine.containers import WaitFailed, project_containers, wait_healthy, wait_http_ok
-from deploycheck.engine.images import split_reference
 from deploycheck.engine.target import EngineUnreachable, Target
 from deploycheck.record.record import Mode, RollbackRecord
 from deploycheck.release import backup
 from deploycheck.release.backup import Backup
 from deploycheck.release.ledger import Ledger, Release
+from deploycheck.stack import NotReachable, Stack
 
 Action = Literal["none", "remove", "restore", "keep", "leave"]
 
@@ -96,39 +96,15 @@ def _remove(facts: Facts, target: Target, rollback: RollbackRecord) -> None:
 
 
 def compose_of(release: Release, target: Target) -> Compose:
-    """The Compose handle that runs ``release`` as it was deployed: its images and its configuration snapshot."""
+    """The Compose handle that runs ``release`` as it was deployed: its own model, its images pinned."""
     environment = target.environment
-    snapshot = environment.configurations_dir / release.configuration if release.configuration else None
-    if snapshot is not None and not snapshot.is_file():
+    snapshot = environment.configurations_dir / release.configuration
+    if not release.configuration or not snapshot.is_file():
         raise RollbackFailed(
             f"the configuration of release {release.id} ({snapshot}) is gone: restore it from a backup of "
             f"{environment.state_dir}, or deploy that release again"
         )
-    return compose_for(
-        environment, target.runner, release.citus_image, release.id, release.images, configuration=snapshot
-    )
-
-
-def _pin_citus_image(release: Release, client: docker.DockerClient, actions: list[str]) -> None:
-    """Point the Citus image's tag back at the build ``release`` ran, if the tag has moved since."""
-    recorded = release.image_ids.get("citus")
-    if not recorded:
-        return  # a ledger entry from before Citus image ids were kept
-    try:
-        if client.images.get(release.citus_image).id == recorded:
-            return
-    except docker.errors.ImageNotFound:
-        pass
-    try:
-        image = client.images.get(recorded)
-    except docker.errors.ImageNotFound:
-        actions.append(
-            f"the Citus image {release.citus_image} of release {release.id} ({recorded[:19]}) is gone: "
-            "running the one tagged now"
-        )
-        return
-    image.tag(*split_reference(release.citus_image))
-    actions.append(f"pointed {release.citus_image} back at the build release {release.id} ran ({recorded[:19]})")
+    return compose_for(environment, target.runner, release.id, release.citus_image, configuration=snapshot)
 
 
 def good_release(release_id: str, ledger: Ledger) -> Release:
@@ -139,28 +115,50 @@ def good_release(release_id: str, ledger: Ledger) -> Release:
     return release
 
 
+def verify_serving(release: Release, target: Target, actions: list[str]) -> None:
+    """That ``release`` is what runs and serves: every container healthy and running the image the ledger
+    recorded for its service, every HTTP service ready directly and through the proxy, and naming the release
+    where it says which it runs. A rollback that did not bring the old images back fails here."""
+    environment, client = target.environment, target.docker
+    project, secrets, deadline = environment.compose_project, environment.all_secrets, environment.timeouts.stage
+    wait_healthy(client, project, list(release.image_ids), deadline, secrets)
+    containers = project_containers(client, project)
+    running = {service: str(container.attrs.get("Image", "")) for service, container in containers.items()}
+    wrong = [
+        f"{service} runs {running.get(service, 'nothing')[:19]}, not {image_id[:19]}"
+        for service, image_id in release.image_ids.items()
+        if running.get(service) != image_id
+    ]
+    if wrong:
+        raise RollbackFailed(f"release {release.id}'s images are not what runs: {'; '.join(wrong)}")
+    stack = Stack.attach(target, release.id)
+    contract = environment.stack
+    for service in contract.http:
+        ways = {"direct": service.service}
+        if contract.proxy is not None and service.service in contract.proxy.routes:
+            ways["proxy"] = contract.proxy.service
+        for via, through in ways.items():
+            url = f"{stack.url(service.service, via)}{service.ready.path}"
+            wait_http_ok(url, deadline, containers[through], through, secrets, status=service.ready.status)
+        if service.release is not None:
+            answer = requests.get(f"{stack.url(service.service)}{service.release.path}", timeout=10).json()
+            if answer.get(service.release.field) != release.id:
+                raise RollbackFailed(
+                    f"{service.service} says it runs {answer.get(service.release.field)!r} "
+                    f"({service.release.path}), not release {release.id}"
+                )
+    naming = " and naming it" if any(s.release for s in contract.http) else ""
+    actions.append(
+        f"verified release {release.id}: every container healthy and running its recorded image, every HTTP "
+        f"service ready{naming}"
+    )
+
+
 def restore_release(previous: Release, target: Target, actions: list[str]) -> None:
     """A release's images and configuration for the whole stack, then verified; what was done goes to ``actions``."""
-    environment, client = target.environment, target.docker
-    compose = compose_of(previous, target)
-    _pin_citus_image(previous, client, actions)
-    services = environment.services
-    compose.up(services, timeout=environment.timeouts.stage)
-    configuration = (
-        f"its configuration {previous.configuration}" if previous.configuration else "the current compose files"
-    )
-    actions.append(f"brought release {previous.id} back: {', '.join(previous.images.values())}, {configuration}")
-    project, secrets, deadline = environment.compose_project, environment.all_secrets, environment.timeouts.stage
-    wait_healthy(client, project, services, deadline, secrets)
-    containers = project_containers(client, project)
-    for port, service in ((environment.ports.api, "api"), (environment.ports.proxy, "nginx")):
-        host, port = target.host_address(port)
-        wait_http_ok(f"http://{host}:{port}/ready", deadline, containers[service], service, secrets)
-    host, port = target.host_address(environment.ports.api)
-    served = requests.get(f"http://{host}:{port}/version", timeout=10).json().get("release")
-    if served != previous.id:
-        raise RollbackFailed(f"/version says {served}, not the restored release {previous.id}")
-    actions.append(f"verified release {previous.id}: every container healthy, /ready 200, /version")
+    compose_of(previous, target).up(list(previous.image_ids), timeout=target.environment.timeouts.stage)
+    actions.append(f"brought release {previous.id} back: its images and its configuration {previous.configuration}")
+    verify_serving(previous, target, actions)
 
 
 def _restore(facts: Facts, target: Target, rollback: RollbackRecord) -> None:
@@ -206,6 +204,7 @@ def perform(decision: Decision, facts: Facts, target: Target, rollback: Rollback
         requests.RequestException,
         docker.errors.DockerException,
         EngineUnreachable,
+        NotReachable,
         backup.BackupFailed,
     ) as error:
         rollback.outcome = "failed"

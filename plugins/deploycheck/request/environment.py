@@ -1,6 +1,11 @@
 """Environments: one TOML file of named targets, validated into one immutable ``Environment``.
 
 The classes below are the file's schema (``schema.setting`` fields: type, default, meaning), declared once.
+An environment says where the stack runs (``docker_host``), which Compose project and files make it, and its
+**stack contract** (``stack``): which service plays which role (the Citus coordinator and its workers, or one
+PostgreSQL server; the HTTP services, with their liveness and readiness requests; the proxy in front). The
+defaults describe the reference stack in stack/. Relative paths are read from the environment file's folder.
+
 Every problem is a ``ConfigError`` whose message is one sentence saying what is wrong and how to fix it.
 Secrets are never written in the file: it names the environment variables that hold them.
 """
@@ -13,7 +18,8 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Literal
 
 from deploycheck.request import secrets as secret_store
 from deploycheck.request.schema import ConfigError, parse, setting
@@ -21,8 +27,11 @@ from deploycheck.request.secrets import Secret
 
 DEFAULT_FILE = "environments.toml"
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-VARIABLE_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+SERVICE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRET_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
 MAX_WORKERS = 32
+STATE_FOLDER = ".deploycheck"
 
 __all__ = ["DEFAULT_FILE", "ConfigError", "Environment", "load"]
 
@@ -35,32 +44,205 @@ def _positive(value: float) -> str | None:
     return None if value > 0 else f"must be a positive number of seconds, not {value}"
 
 
-def _variable(value: str) -> str | None:
-    if VARIABLE_NAME.match(value):
-        return None
-    return "must name an environment variable (like DEPLOYCHECK_DB_PASSWORD), not hold a value"
-
-
 def _project(value: str) -> str | None:
     if PROJECT_NAME.match(value):
         return None
     return f"'{value}' must be lowercase letters, digits, '-' or '_', starting with a letter or digit"
 
 
+def _service(value: str) -> str | None:
+    return None if SERVICE_NAME.match(value) else f"'{value}' is not a Compose service name"
+
+
+def _services(values: tuple[str, ...]) -> str | None:
+    return next((problem for value in values if (problem := _service(value)) is not None), None)
+
+
 def _workers(value: int) -> str | None:
-    return None if 1 <= value <= MAX_WORKERS else f"must be between 1 and {MAX_WORKERS}, not {value}"
+    return None if 0 <= value <= MAX_WORKERS else f"must be between 0 and {MAX_WORKERS}, not {value}"
+
+
+def _path(value: str) -> str | None:
+    return None if value.startswith("/") else f"'{value}' must start with '/'"
+
+
+def _routes(values: Mapping[str, str]) -> str | None:
+    for service, prefix in values.items():
+        if prefix != "" and not (prefix.startswith("/") and not prefix.endswith("/")):
+            return f"'{prefix}' of {service} must be '' (the root) or start with '/' and not end with it"
+    return None
+
+
+def _secret_names(values: Mapping[str, str]) -> str | None:
+    for key, variable in values.items():
+        if not SECRET_KEY.match(key):
+            return f"has the key '{key}': use lowercase letters, digits and '_' (like db_password)"
+        if not VARIABLE_NAME.match(variable):
+            return f"'{key}' must name an environment variable (like DEPLOYCHECK_{key.upper()}), not hold a value"
+    if "db_password" not in values:
+        return "must name the variable of db_password (the database password)"
+    return None
+
+
+def _variables(values: Mapping[str, str]) -> str | None:
+    bad = next((name for name in values if not VARIABLE_NAME.match(name)), None)
+    return None if bad is None else f"has '{bad}', which is not a variable name"
+
+
+# --- the stack contract -------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Ports:
-    """Host ports, published on 127.0.0.1 only."""
+class Request:
+    """An HTTP request a check or a wait makes, and the status that means it passed."""
 
-    coordinator: int = setting("the coordinator's host port", check=_port)
-    api: int = setting("the API's host port", check=_port)
-    proxy: int = setting("the proxy's host port", check=_port)
+    path: str = setting("the path, from '/'", check=_path)
+    method: str = setting("the method", default="GET")
+    status: int = setting("the status that means it passed", default=200)
 
-    def as_dict(self) -> dict[str, int]:
-        return {"coordinator": self.coordinator, "api": self.api, "proxy": self.proxy}
+
+@dataclass(frozen=True)
+class ReleaseProbe:
+    """Where an HTTP service says which release it runs: a JSON field of a GET's answer."""
+
+    path: str = setting("the path, from '/'", check=_path)
+    field: str = setting("the JSON field that holds the release id")
+
+
+@dataclass(frozen=True)
+class Database:
+    """The database role: a Citus coordinator and its workers, or one PostgreSQL server."""
+
+    kind: Literal["citus", "postgres"] = setting("'citus' or 'postgres'", default="citus")
+    service: str = setting(
+        "the Compose service of the Citus coordinator, or of the PostgreSQL server",
+        default="coordinator",
+        check=_service,
+    )
+    workers: tuple[str, ...] = setting("Citus: the workers' services, by name", default=(), check=_services)
+    worker_count: int = setting(
+        "Citus, instead of workers: how many services worker-1 … worker-N deploycheck makes from worker_template",
+        default=2,
+        check=_workers,
+    )
+    worker_template: str = setting(
+        "the Compose service (kept inactive by a profile) that worker-1 … worker-N extend",
+        default="worker",
+        check=_service,
+    )
+    port: int = setting("the port the database listens on inside its containers", default=5432, check=_port)
+    name: str = setting("the database the stack's services use", default="deploycheck")
+    user: str = setting("the database user", default="deploycheck")
+
+    @property
+    def is_citus(self) -> bool:
+        return self.kind == "citus"
+
+    @property
+    def worker_services(self) -> list[str]:
+        if not self.is_citus:
+            return []
+        if self.workers:
+            return list(self.workers)
+        return [f"worker-{index}" for index in range(1, self.worker_count + 1)]
+
+    @property
+    def uses_worker_template(self) -> bool:
+        return self.is_citus and not self.workers and self.worker_count > 0
+
+    @property
+    def node_services(self) -> list[str]:
+        """The database's services: the coordinator (or the server), then the workers."""
+        return [self.service, *self.worker_services]
+
+
+@dataclass(frozen=True)
+class HttpService:
+    """An HTTP service of the stack: its container port, how it is judged live and ready, its release."""
+
+    service: str = setting("the Compose service", check=_service)
+    port: int = setting("the port it listens on inside its container", check=_port)
+    live: Request = setting("its liveness request", default=Request("/health"))
+    ready: Request = setting("its readiness request (it must answer it once migrated)", default=Request("/ready"))
+    release: ReleaseProbe | None = setting("where it says which release it runs (optional)", default=None)
+
+
+@dataclass(frozen=True)
+class FailureProbe:
+    """A path of the proxy that proxies to a closed port, asked from inside the proxy's container only."""
+
+    path: str = setting("the path, from '/'", check=_path)
+    status: int = setting("the proxy's own error status", default=502)
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """The proxy in front of the HTTP services."""
+
+    service: str = setting("the Compose service", default="nginx", check=_service)
+    port: int = setting("the port it listens on inside its container", default=80, check=_port)
+    health: Request = setting("its own health request", default=Request("/nginx-health"))
+    routes: Mapping[str, str] = setting(
+        "HTTP service -> the path prefix the proxy serves it under ('' = the root)",
+        default=MappingProxyType({"api": ""}),
+        check=_routes,
+    )
+    headers: Mapping[str, str] = setting(
+        "headers every answer of the proxy carries, with their value ('' = any value)", default=MappingProxyType({})
+    )
+    config_test: tuple[str, ...] = setting("the command that tests its configuration", default=("nginx", "-t"))
+    failure_probe: FailureProbe | None = setting(
+        "a path that fails a real upstream connection, asked from inside the proxy (optional)", default=None
+    )
+
+
+REFERENCE_HTTP = (
+    HttpService(
+        service="api",
+        port=8000,
+        live=Request("/health"),
+        ready=Request("/ready"),
+        release=ReleaseProbe("/version", "release"),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class StackContract:
+    """Which service plays which role (defaults: the reference stack in stack/)."""
+
+    database: Database = setting("the database role", default=Database())
+    http: tuple[HttpService, ...] = setting("the HTTP services", default=REFERENCE_HTTP)
+    proxy: Proxy | None = setting("the proxy in front of the HTTP services", default=Proxy())
+
+    @property
+    def http_services(self) -> list[str]:
+        return [service.service for service in self.http]
+
+    @property
+    def services(self) -> list[str]:
+        """Every service of the stack deploycheck deploys and checks: the database's, the HTTP ones, the proxy."""
+        proxy = [self.proxy.service] if self.proxy is not None else []
+        return [*self.database.node_services, *self.http_services, *proxy]
+
+    def http_service(self, name: str) -> HttpService:
+        return next(service for service in self.http if service.service == name)
+
+
+@dataclass(frozen=True)
+class HttpCheck:
+    """A declarative HTTP check (as Goss's): a request to a service, and what its answer must be."""
+
+    service: str = setting("the HTTP service", check=_service)
+    path: str = setting("the path, from '/'", check=_path)
+    method: str = setting("the method", default="GET")
+    status: int = setting("the status it must answer", default=200)
+    json: object = setting("a JSON subset its answer must contain (optional)", default=None)
+    body: object = setting("a JSON body to send (optional)", default=None)
+    headers: Mapping[str, str] = setting(
+        "request headers; '{secret:NAME}' in a value is the secret NAME", default=MappingProxyType({})
+    )
+    via: Literal["direct", "proxy", "both"] = setting("'direct', 'proxy' or 'both'", default="both")
 
 
 @dataclass(frozen=True)
@@ -72,30 +254,13 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
-class Database:
-    name: str = setting("the database the stack's services use")
-    user: str = setting("the database user")
-
-
-@dataclass(frozen=True)
-class SecretNames:
-    """The names of the environment variables that hold the secrets (never the secrets themselves)."""
-
-    db_password: str = setting("the variable that holds the database password", check=_variable)
-    api_token: str = setting("the variable that holds the API token", check=_variable)
-
-    def as_dict(self) -> dict[str, str]:
-        return {"db_password": self.db_password, "api_token": self.api_token}
-
-
-@dataclass(frozen=True)
 class Rollback:
     purge_volumes: bool = setting(
         "whether a rollback of a first deploy also deletes its volumes (data is kept by default)", default=False
     )
 
 
-SECRET_WORDS = {"db_password": "the database password", "api_token": "the API token"}
+SECRET_WORDS = {"db_password": "the database password"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,25 +269,38 @@ class Environment:
 
     compose_project: str = setting("the Compose project name (lowercase)", check=_project)
     compose_files: tuple[Path, ...] = setting(
-        "compose files; the first is the base, later ones override it (your own stack, a site's ports)"
+        "compose files; the first is the base, later ones override it (a site's ports, a fault to test)"
     )
-    migrations_dir: Path = setting("the folder of SQL migrations, applied in name order")
-    expected_workers: int = setting(
-        "how many Citus workers the cluster must have (services worker-1 … worker-N)", check=_workers
+    migrations_dir: Path | None = setting(
+        "the folder of SQL migrations, applied in name order (optional)", default=None
     )
-    docker_host: str = setting('the engine to use; "" is the local one (DOCKER_HOST or the default socket)')
+    docker_host: str = setting('the engine to use; "" is the local one (DOCKER_HOST or the default socket)', default="")
     citus_image: str = setting(
-        "the Citus image; where it cannot be pulled, real Citus is built from a source archive (--citus-source)"
+        "the Citus image the stack's CITUS_IMAGE names; where it cannot be pulled, real Citus is built from a "
+        "source archive (--citus-source)",
+        default="citusdata/citus:13.2",
     )
-    ports: Ports = setting("coordinator, api, proxy: host ports, always published on 127.0.0.1 only")
+    stack: StackContract = setting("which service plays which role", default=StackContract())
+    variables: Mapping[str, str] = setting(
+        "variables passed to Compose as they are (your ports, your tags...)",
+        default=MappingProxyType({}),
+        check=_variables,
+    )
+    secrets: Mapping[str, str] = setting(
+        "secret -> the environment variable that holds it; db_password is required", check=_secret_names
+    )
     timeouts: Timeouts = setting("stage: a stage's deadline in seconds; check: how long a check retries")
-    database: Database = setting("name, user")
-    secrets: SecretNames = setting("the names of the environment variables that hold the secrets")
-    rollback: Rollback = setting("purge_volumes: whether a rollback of a first deploy also deletes its volumes")
+    rollback: Rollback = setting(
+        "purge_volumes: whether a rollback of a first deploy also deletes its volumes", default=Rollback()
+    )
     generate_missing_secrets: bool = setting(
         "for throwaway environments: a missing secret is generated once and kept in .deploycheck/NAME/ (mode 0600)",
         default=False,
     )
+    check_modules: tuple[Path, ...] = setting(
+        "your own check modules or folders, run after the built-in checks", default=()
+    )
+    http_checks: tuple[HttpCheck, ...] = setting("declarative HTTP checks", default=())
     # Resolved by ``load``, not read from the file.
     name: str
     file: Path
@@ -130,12 +308,20 @@ class Environment:
     secret_values: Mapping[str, Secret] = field(repr=False)
 
     @property
+    def folder(self) -> Path:
+        """The environment file's folder: where relative paths, the release id and the state are read."""
+        return self.file.parent
+
+    @property
+    def database(self) -> Database:
+        return self.stack.database
+
+    @property
     def db_password(self) -> Secret:
         return self.secret_values["db_password"]
 
-    @property
-    def api_token(self) -> Secret:
-        return self.secret_values["api_token"]
+    def secret(self, key: str) -> Secret:
+        return self.secret_values[key]
 
     @property
     def all_secrets(self) -> list[Secret]:
@@ -143,17 +329,17 @@ class Environment:
 
     @property
     def worker_services(self) -> list[str]:
-        return [f"worker-{index}" for index in range(1, self.expected_workers + 1)]
+        return self.stack.database.worker_services
 
     @property
     def node_services(self) -> list[str]:
-        """The Citus nodes: the coordinator, then the workers."""
-        return ["coordinator", *self.worker_services]
+        """The database's services: the coordinator (or the server), then the workers."""
+        return self.stack.database.node_services
 
     @property
     def services(self) -> list[str]:
-        """Every service of the stack: the nodes, the API and Nginx."""
-        return [*self.node_services, "api", "nginx"]
+        """Every service of the stack contract."""
+        return self.stack.services
 
     @property
     def lock_file(self) -> Path:
@@ -165,7 +351,7 @@ class Environment:
 
     @property
     def configurations_dir(self) -> Path:
-        """Each release's Compose configuration, kept for its rollback (``Compose.snapshot``)."""
+        """Each release's Compose model, kept for its rollback (``Compose.snapshot``)."""
         return self.state_dir / "configurations"
 
     @property
@@ -216,54 +402,77 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _secrets(where: str, environment: str, names: SecretNames, generate: bool, state_dir: Path) -> dict[str, Secret]:
+def _secrets(environment: str, names: Mapping[str, str], generate: bool, state_dir: Path) -> dict[str, Secret]:
     """Secrets from the environment variables the file names; generated once only where the file allows.
 
     Everything is checked before anything is generated, so a rejected file writes nothing.
     """
     found: dict[str, Secret | None] = {}
-    for key, variable in names.as_dict().items():
+    for key, variable in names.items():
         found[key] = secret_store.from_environment(variable)
         if found[key] is None and not generate:
-            raise ConfigError(
-                f"environment '{environment}' needs {SECRET_WORDS[key]} in ${variable}: export it and run again."
-            )
-    variables = names.as_dict()
+            what = SECRET_WORDS.get(key, f"the secret {key}")
+            raise ConfigError(f"environment '{environment}' needs {what} in ${variable}: export it and run again.")
     return {
-        key: secret if secret is not None else secret_store.generated(variables[key], state_dir / key)
+        key: secret if secret is not None else secret_store.generated(names[key], state_dir / key)
         for key, secret in found.items()
     }
 
 
-def load_settings(path: Path, name: str, project_root: Path) -> Environment:
+def _check_contract(where: str, environment: Environment) -> None:
+    """What no single key can say wrong: the roles' services against each other, the files on disk."""
+    stack, database = environment.stack, environment.stack.database
+    if database.is_citus and not database.worker_services:
+        raise ConfigError(f"{where}: a Citus database needs workers: set stack.database.workers or worker_count.")
+    if not database.is_citus and database.workers:
+        raise ConfigError(f"{where}: a PostgreSQL database has no workers: remove stack.database.workers.")
+    services = stack.services
+    doubled = sorted({s for s in services if services.count(s) > 1})
+    if doubled:
+        raise ConfigError(f"{where}: service '{doubled[0]}' plays two roles in stack; give each role its own service.")
+    if stack.proxy is not None:
+        unknown = sorted(set(stack.proxy.routes) - set(stack.http_services))
+        if unknown:
+            raise ConfigError(
+                f"{where}: stack.proxy.routes names '{unknown[0]}', which is not one of stack.http; add it there "
+                "or remove the route."
+            )
+    for check in environment.http_checks:
+        if check.service not in stack.http_services:
+            raise ConfigError(f"{where}: an http_checks entry names '{check.service}', which is not one of stack.http.")
+    if not environment.compose_files:
+        raise ConfigError(f"{where}: compose_files is empty; name at least one compose file.")
+    for compose_file in environment.compose_files:
+        if not compose_file.is_file():
+            raise ConfigError(f"{where}: compose file {compose_file} does not exist; correct compose_files.")
+    if environment.migrations_dir is not None and not environment.migrations_dir.is_dir():
+        raise ConfigError(f"{where}: migrations_dir {environment.migrations_dir} is not a folder; correct it.")
+    for module in environment.check_modules:
+        if not module.exists():
+            raise ConfigError(f"{where}: check module {module} does not exist; correct check_modules.")
+
+
+def load_settings(path: Path, name: str) -> Environment:
     """``load`` without the secrets (for set-up, which needs no secret and must make none)."""
-    return load(path, name, project_root, with_secrets=False)
+    return load(path, name, with_secrets=False)
 
 
-def load(path: Path, name: str, project_root: Path, *, with_secrets: bool = True) -> Environment:
+def load(path: Path, name: str, *, with_secrets: bool = True) -> Environment:
     """Read ``path``, select environment ``name`` and validate everything about it."""
+    path = path.resolve() if path.is_file() else path
     data = read_file(path)
     tables = environment_tables(path, data)
     if name not in tables:
         raise ConfigError(f"unknown environment '{name}': choose one of {', '.join(tables)} (defined in {path}).")
     raw = _merge(data.get("defaults", {}), tables[name])
     where = f"{path.name} [environments.{name}]"
-    state_dir = project_root / ".deploycheck" / name
-    # Secrets are resolved last (after every check of the file), with a placeholder until then.
+    state_dir = path.parent / STATE_FOLDER / name
+    # Secrets are resolved last (after every check of the file), with none until then.
     environment = parse(
-        Environment, raw, project_root, context=where, name=name, file=path, state_dir=state_dir, secret_values={}
+        Environment, raw, path.parent, context=where, name=name, file=path, state_dir=state_dir, secret_values={}
     )
-    ports = environment.ports.as_dict()
-    if len(set(ports.values())) != len(ports):
-        raise ConfigError(f"{where}: ports.coordinator, ports.api and ports.proxy must be three different ports.")
-    for compose_file in environment.compose_files:
-        if not compose_file.is_file():
-            raise ConfigError(f"{where}: compose file {compose_file} does not exist; correct compose_files.")
-    if not environment.compose_files:
-        raise ConfigError(f"{where}: compose_files is empty; name at least one compose file.")
-    if not environment.migrations_dir.is_dir():
-        raise ConfigError(f"{where}: migrations_dir {environment.migrations_dir} is not a folder; correct it.")
+    _check_contract(where, environment)
     if not with_secrets:
         return environment
-    values = _secrets(where, name, environment.secrets, environment.generate_missing_secrets, state_dir)
+    values = _secrets(name, environment.secrets, environment.generate_missing_secrets, state_dir)
     return dataclasses.replace(environment, secret_values=values)

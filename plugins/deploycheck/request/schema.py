@@ -37,7 +37,9 @@ def setting(doc: str, *, check: Callable[[Any], str | None] | None = None, defau
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=metadata)
     if isinstance(default, (list, dict, set)):
-        raise TypeError("a mutable default: use a tuple or a frozen dataclass")
+        raise TypeError("a mutable default: use a tuple, a MappingProxyType or a frozen dataclass")
+    if default.__class__.__hash__ is None:  # read-only but unhashable (MappingProxyType): dataclasses want a factory
+        return dataclasses.field(default_factory=lambda: default, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -56,6 +58,10 @@ def type_name(kind: Any) -> str:
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(type_name(a) for a in args if a is not type(None))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if kind is object:
+        return "a value"
     if origin is tuple:
         return f"a list of {type_name(args[0]).split(' ', 1)[1]}s"
     if origin in (dict, Mapping):
@@ -83,6 +89,12 @@ def _convert(kind: Any, value: Any, base: Path, key: str, context: str) -> Any:
             except _Invalid:
                 continue
         raise _Invalid
+    if origin is typing.Literal:
+        if value not in args or isinstance(value, bool) != any(isinstance(a, bool) for a in args):
+            raise _Invalid
+        return value
+    if kind is object:  # any TOML value, kept as it is (a JSON subset to compare, a request body)
+        return value
     if origin is tuple:
         if not isinstance(value, list):
             raise _Invalid
@@ -90,7 +102,8 @@ def _convert(kind: Any, value: Any, base: Path, key: str, context: str) -> Any:
     if origin in (dict, Mapping):
         if not isinstance(value, dict):
             raise _Invalid
-        return {str(k): _convert(args[1], v, base, f"{key}.{k}", context) for k, v in value.items()}
+        converted = {str(k): _convert(args[1], v, base, f"{key}.{k}", context) for k, v in value.items()}
+        return types.MappingProxyType(converted)
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
             raise _Invalid
@@ -135,9 +148,12 @@ def parse(cls: type[T], raw: Mapping[str, Any], base: Path, prefix: str = "", co
     for name, (field, meaning, kind) in fields.items():
         key = f"{prefix}{name}"
         if name not in raw:
-            if field.default is dataclasses.MISSING:
+            if field.default is not dataclasses.MISSING:
+                values[name] = field.default
+            elif field.default_factory is not dataclasses.MISSING:
+                values[name] = field.default_factory()
+            else:
                 raise ConfigError(f"{where}: '{key}' is not set; set it there or in [defaults].")
-            values[name] = field.default
             continue
         try:
             value = _convert(kind, raw[name], base, key, context)

@@ -15,16 +15,16 @@ from deploycheck.stages import StageFailed
 RETRY_PAUSE = 0.5
 
 
-def _register(conn: Connection, worker: str, seconds: float) -> None:
+def _register(conn: Connection, worker: str, port: int, seconds: float) -> None:
     last_error = [""]
 
     def registered() -> bool | None:
         try:
-            reachable = conn.execute("SELECT citus_check_connection_to_node(%s, 5432)", (worker,)).fetchone()
+            reachable = conn.execute("SELECT citus_check_connection_to_node(%s, %s)", (worker, port)).fetchone()
             if reachable and reachable[0]:
-                conn.execute("SELECT citus_add_node(%s, 5432)", (worker,))
+                conn.execute("SELECT citus_add_node(%s, %s)", (worker, port))
                 return True
-            last_error[0] = f"the coordinator cannot connect to {worker}:5432"
+            last_error[0] = f"the coordinator cannot connect to {worker}:{port}"
         except psycopg.Error as error:
             last_error[0] = str(error).strip().splitlines()[0]
         return None
@@ -40,15 +40,17 @@ def _register(conn: Connection, worker: str, seconds: float) -> None:
 def configure(target: Target) -> str:
     """Register the workers and verify the cluster; returns what ``citus_version()`` says."""
     environment = target.environment
+    database = environment.stack.database
     deadline = time.monotonic() + environment.timeouts.stage
     with coordinator_connection(target) as conn:
-        conn.execute("SELECT citus_set_coordinator_host('coordinator', 5432)")
-        for worker in environment.worker_services:
-            _register(conn, worker, max(0.0, deadline - time.monotonic()))
+        conn.execute("SELECT citus_set_coordinator_host(%s, %s)", (database.service, database.port))
+        for worker in database.worker_services:
+            _register(conn, worker, database.port, max(0.0, deadline - time.monotonic()))
         row = conn.execute("SELECT count(*) FROM citus_get_active_worker_nodes()").fetchone()
         active = int(str(row[0])) if row else 0
-        if active != environment.expected_workers:
-            raise StageFailed(f"{active} active Citus workers, expected {environment.expected_workers}")
+        expected = len(database.worker_services)
+        if active != expected:
+            raise StageFailed(f"{active} active Citus workers, expected {expected}")
         unhealthy = conn.execute(
             "SELECT from_nodename, to_nodename, result FROM citus_check_cluster_node_health() WHERE result IS NOT TRUE"
         ).fetchall()

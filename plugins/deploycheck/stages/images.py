@@ -1,5 +1,13 @@
-"""Images: the Citus image (configured, or built from source where it cannot be had) and the stack's own,
-tagged with the release; the release's ledger entry."""
+"""Images: every image the stack runs belongs to the release.
+
+Services with a build section are built from the team's own sections (``docker compose build``); the Citus
+nodes' image is the one the model names, had as ``deploycheck.engine.citus`` has it (present, pulled, or real
+Citus built from its source release); every other image is present or pulled. Each service's image is pinned
+to a tag of its image id (``deploycheck/pinned:ID``, shared by every release that runs the same image, so a
+service whose image did not change is not recreated), and the release's Compose model is kept with those pins
+(``Compose.snapshot``): the ledger entry records, per service, the pinned image, its id and, for a built one,
+the digest of its build context.
+"""
 
 from __future__ import annotations
 
@@ -8,50 +16,119 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploycheck.engine import citus
-from deploycheck.engine import images as image_store
+import docker
+import docker.errors
+
+from deploycheck.engine import citus, commands
 from deploycheck.engine.citus import CitusImage
 from deploycheck.engine.commands import CommandFailed
-from deploycheck.engine.compose import Compose, compose_for
+from deploycheck.engine.compose import Compose, ComposeModel, compose_for
+from deploycheck.engine.images import build_context_digest, split_reference
 from deploycheck.engine.target import Target
 from deploycheck.release.ledger import Release
 from deploycheck.stages import StageFailed
+
+PINNED_REPOSITORY = "deploycheck/pinned"
+PULL_TIMEOUT_SECONDS = 300
 
 
 @dataclass(frozen=True)
 class Images:
     """The release's images and Compose model, and the ledger entry that records them."""
 
-    citus: CitusImage
+    citus: CitusImage | None
     compose: Compose
     entry: Release
 
 
-def resolve_citus(target: Target, source: Path | None, say: Callable[[str], None]) -> CitusImage:
-    environment = target.environment
-    remembered = citus.Remembered(environment.images_state_file)
+def pinned_reference(image_id: str) -> str:
+    return f"{PINNED_REPOSITORY}:{image_id.removeprefix('sha256:')[:20]}"
+
+
+def resolve_citus(target: Target, wanted: str, source: Path | None, say: Callable[[str], None]) -> CitusImage:
+    remembered = citus.Remembered(target.environment.images_state_file)
     try:
-        return citus.resolve(target.docker, target.runner, environment.citus_image, source, remembered, progress=say)
+        return citus.resolve(target.docker, target.runner, wanted, source, remembered, progress=say)
     except citus.CitusUnavailable as error:
         raise StageFailed(str(error).splitlines()[0], str(error)) from None
 
 
-def prepare(target: Target, release: str, citus_image: CitusImage) -> Images:
+def _image_id(client: docker.DockerClient, reference: str) -> str | None:
+    try:
+        return str(client.images.get(reference).id)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def _present_or_pulled(target: Target, service: str, reference: str) -> str:
+    image_id = _image_id(target.docker, reference)
+    if image_id is not None:
+        return image_id
+    try:
+        target.runner.run(commands.docker_pull(reference, PULL_TIMEOUT_SECONDS))
+    except CommandFailed:
+        raise StageFailed(
+            f"the image {reference} of service {service} is not on the engine and cannot be pulled: load it (docker "
+            "load), give the service a build section, or correct its image"
+        ) from None
+    pulled = _image_id(target.docker, reference)
+    if pulled is None:
+        raise StageFailed(f"the image {reference} of service {service} was pulled but is not on the engine")
+    return pulled
+
+
+def prepare(
+    target: Target, release: str, model: ComposeModel, citus_source: Path | None, say: Callable[[str], None]
+) -> Images:
     environment, client = target.environment, target.docker
+    database = environment.stack.database
+    citus_image: CitusImage | None = None
+    if database.is_citus:
+        wanted = model.services[database.service].image
+        citus_image = resolve_citus(target, wanted, citus_source, say)
+    compose = compose_for(environment, target.runner, release, citus_image.reference if citus_image else "")
+    built = model.built
+    if built:
+        try:
+            compose.build(built, timeout=environment.timeouts.stage)
+        except CommandFailed as error:
+            raise StageFailed(f"docker compose could not build {', '.join(built)}", str(error)) from None
+    # The model again, as the release names its images (RELEASE and CITUS_IMAGE are set now).
+    model = compose.model()
+    image_ids: dict[str, str] = {}
+    digests: dict[str, str] = {}
+    for name, service in model.services.items():
+        if citus_image is not None and name in database.node_services:
+            image_ids[name] = citus_image.image_id
+        elif service.build_context is not None:
+            found = _image_id(client, service.image)
+            if found is None:
+                raise StageFailed(f"docker compose built service {name}, but its image {service.image} is not there")
+            image_ids[name] = found
+            digests[name] = build_context_digest(service.build_context, service.dockerfile)
+        else:
+            image_ids[name] = _present_or_pulled(target, name, service.image)
+    pins = {name: pinned_reference(image_id) for name, image_id in image_ids.items()}
+    for image_id, pin in {image_ids[name]: pin for name, pin in pins.items()}.items():
+        client.images.get(image_id).tag(*split_reference(pin))
     try:
-        built = image_store.ensure_stack_images(client)
-    except image_store.ImageBuildFailed as error:
-        raise StageFailed(str(error).splitlines()[0], str(error)) from None
-    releases = {}
-    for key, spec in (("api", image_store.API), ("nginx", image_store.NGINX)):
-        client.images.get(built[spec.repository]).tag(spec.repository, tag=release)
-        releases[key] = f"{spec.repository}:{release}"
-    compose = compose_for(environment, target.runner, citus_image.reference, release, releases)
-    image_ids = {key: client.images.get(reference).id for key, reference in releases.items()}
-    image_ids["citus"] = citus_image.image_id  # its tag can move (a rebuild, a new pull)
-    try:
-        configuration = compose.snapshot(environment.configurations_dir).name
+        configuration = compose.snapshot(environment.configurations_dir, pins).name
     except CommandFailed as error:
         raise StageFailed("the compose files are not valid: fix them and run again", str(error)) from None
-    entry = Release(release, time.time(), releases, image_ids, citus_image.reference, configuration)
-    return Images(citus_image, compose, entry)
+    release_compose = compose_for(
+        environment,
+        target.runner,
+        release,
+        citus_image.reference if citus_image else "",
+        configuration=environment.configurations_dir / configuration,
+    )
+    entry = Release(
+        id=release,
+        started_at=time.time(),
+        images=pins,
+        image_ids=image_ids,
+        citus_image=citus_image.reference if citus_image else "",
+        configuration=configuration,
+        build_digests=digests,
+    )
+    return Images(citus_image, release_compose, entry)

@@ -10,6 +10,7 @@ import docker.errors
 
 from deploycheck.engine import commands
 from deploycheck.engine.commands import CommandFailed
+from deploycheck.engine.compose import ComposeModel
 from deploycheck.engine.containers import project_containers
 from deploycheck.engine.target import EngineUnreachable, Target
 from deploycheck.stages import StageFailed
@@ -79,12 +80,12 @@ def stack_for_verification(target: Target) -> StackFound:
     return found
 
 
-def ports_free(target: Target, found: StackFound) -> None:
+def ports_free(target: Target, model: ComposeModel, found: StackFound) -> None:
     """Every port the stack publishes is free, or published by the stack itself."""
     environment = target.environment
-    for name, port in environment.ports.as_dict().items():
+    for where, port in model.host_ports().items():
         if port not in found.published_ports and not target.port_is_free(port):
             raise StageFailed(
-                f"port {port} ({name}) on 127.0.0.1 is taken by another program: free it or change ports.{name} "
-                f"of environment '{environment.name}' in {environment.file.name}"
+                f"port {port} ({where}) on 127.0.0.1 is taken by another program: free it, or publish that service "
+                f"on another port (environment '{environment.name}' in {environment.file.name}, its variables)"
             )

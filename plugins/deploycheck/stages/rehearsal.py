@@ -10,15 +10,18 @@ from deploycheck.engine.target import Target
 from deploycheck.release import rehearsal
 from deploycheck.release.backup import Backup
 from deploycheck.release.migrations import MigrationError, pending
-from deploycheck.stack import coordinator_connection
+from deploycheck.stack import database_connection
 from deploycheck.stages import StageFailed
 
 
 def rehearse(target: Target, backup: Backup) -> list[Path]:
     """The migrations rehearsed (none pending: nothing to rehearse); StageFailed names the one that failed."""
+    migrations_dir = target.environment.migrations_dir
+    if migrations_dir is None:
+        return []
     try:
-        with coordinator_connection(target) as conn:
-            todo = pending(conn, target.environment.migrations_dir)
+        with database_connection(target) as conn:
+            todo = pending(conn, migrations_dir)
     except MigrationError as error:
         raise StageFailed(error.reason) from None
     if not todo:

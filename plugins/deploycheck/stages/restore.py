@@ -8,7 +8,8 @@ from deploycheck.engine.containers import WaitFailed, project_containers
 from deploycheck.engine.target import Target
 from deploycheck.release.ledger import Ledger
 from deploycheck.release.rollback import RollbackFailed, good_release, restore_release
-from deploycheck.stack import RELEASE_LABEL
+from deploycheck.release.running import running_release
+from deploycheck.stack import NotReachable
 from deploycheck.stages import StageFailed
 
 
@@ -16,7 +17,7 @@ def restore(target: Target, release: str, actions: list[str]) -> None:
     """Bring ``release`` back for the whole stack and verify it; what was done goes to ``actions``."""
     try:
         restore_release(good_release(release, Ledger(target.environment.ledger_file)), target, actions)
-    except (RollbackFailed, WaitFailed, CommandFailed) as error:
+    except (RollbackFailed, WaitFailed, CommandFailed, NotReachable) as error:
         raise StageFailed(f"release {release} could not be restored: {str(error).splitlines()[0]}") from None
 
 
@@ -27,7 +28,6 @@ def repair(target: Target, ledger: Ledger, actions: list[str]) -> None:
     ledger.mark_interrupted()
     actions.append(f"an earlier run was killed while deploying {', '.join(unfinished)}")
     current = ledger.current()
-    api = project_containers(target.docker, target.environment.compose_project).get("api")
-    running = api.labels.get(RELEASE_LABEL) if api is not None else None
-    if current is not None and running not in (None, current.id):
+    stack_runs = bool(project_containers(target.docker, target.environment.compose_project))
+    if current is not None and stack_runs and running_release(target, ledger) != current.id:
         restore(target, current.id, actions)
