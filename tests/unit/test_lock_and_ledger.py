@@ -6,12 +6,14 @@ import json
 import os
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from deploycheck.release import ledger as ledger_module
 from deploycheck.release import lock
-from deploycheck.release.ledger import Ledger, Release
+from deploycheck.release.ledger import Ledger, LedgerDamaged, LedgerUnreadable, Release
 
 
 def dead_pid() -> int:
@@ -146,7 +148,7 @@ def test_ledger_records_releases_and_the_current_one(tmp_path: Path) -> None:
     current = ledger.current()
     assert current is not None and current.id == "A" and current.migrations == ["0001.sql"]
     assert [(r.id, r.outcome) for r in ledger.releases()] == [("A", "passed"), ("B", "failed")]
-    assert not (tmp_path / "ledger.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.json"], "no temporary file is left"
 
 
 def test_a_rollback_target_is_the_last_green_deploy_of_a_release(tmp_path: Path) -> None:
@@ -186,3 +188,140 @@ def test_a_ledger_written_before_configurations_were_kept_still_reads(tmp_path: 
     )
     current = Ledger(path).current()
     assert current is not None and current.configuration == ""
+
+
+ENTRY = {
+    "id": "A",
+    "started_at": 1.0,
+    "images": {"api": "deploycheck/api:A"},
+    "image_ids": {"api": "sha256:a"},
+    "citus_image": "citus:13",
+    "configuration": "",
+    "migrations": ["0001.sql"],
+    "outcome": "passed",
+    "finished_at": 2.0,
+}
+GOOD = json.dumps({"current": "A", "releases": [ENTRY]}, indent=2)
+
+
+def entry(**changes: object) -> str:
+    item = {**ENTRY, **changes}
+    return json.dumps({"current": "A", "releases": [{k: v for k, v in item.items() if v is not ...}]})
+
+
+@pytest.mark.parametrize(
+    ("content", "what"),
+    [
+        ("", "it is empty"),
+        ("  \n\t", "it is empty"),
+        (GOOD[: len(GOOD) // 2], "it is cut short: "),
+        (GOOD[:-1], "it is cut short: expecting ',' delimiter, line "),
+        (GOOD[: GOOD.index('"api"') + 3], "it is cut short: unterminated string starting at, line "),
+        (
+            "{'current': None}",
+            "it is not valid JSON: expecting property name enclosed in double quotes, line 1, column 2",
+        ),
+        ("ledger", "it is not valid JSON: expecting value, line 1, column 1"),
+        ("[1, 2]", "it holds a list, not an object with 'current' and 'releases'"),
+        ("null", "it holds null, not an object"),
+        ("[" * 100000 + "]" * 100000, "it is nested too deep to be a ledger"),
+        ('{"current": null}', "it has no 'releases' list"),
+        ('{"current": null, "releases": {"A": {}}}', "'releases' is an object, not a list"),
+        ('{"current": 3, "releases": []}', "'current' is a number, not a release id or null"),
+        ('{"current": null, "releases": [], "owner": "me"}', "it has an unknown field 'owner' beside"),
+        ('{"current": null, "releases": ["A"]}', "release #1 is a string, not an object"),
+        (entry(id=...), "release #1 has no 'id'"),
+        (entry(id=""), "release #1: 'id' is an empty string, not a non-empty string"),
+        (entry(started_at="yesterday"), "release #1 ('A'): 'started_at' is a string, not a number"),
+        (entry(started_at=True), "release #1 ('A'): 'started_at' is a boolean, not a number"),
+        (entry(images=["api"]), "release #1 ('A'): 'images' is a list, not an object of strings"),
+        (entry(image_ids={"api": 1}), "release #1 ('A'): 'image_ids' is an object, not an object of strings"),
+        (entry(citus_image=None), "release #1 ('A'): 'citus_image' is null, not a string"),
+        (entry(migrations="0001.sql"), "release #1 ('A'): 'migrations' is a string, not a list of strings"),
+        (entry(outcome="great"), "release #1 ('A'): 'outcome' is a string, not one of 'in progress', "),
+        (entry(finished_at=[]), "release #1 ('A'): 'finished_at' is a list, not a number"),
+        (entry(color="red"), "release #1 ('A') has an unknown field 'color'"),
+    ],
+)
+def test_a_damaged_ledger_is_one_clear_error_and_is_not_written_over(tmp_path: Path, content: str, what: str) -> None:
+    path = tmp_path / "ledger.json"
+    path.write_text(content)
+    ledger = Ledger(path)
+    reads_and_writes: list[Callable[[], object]] = [
+        ledger.check,
+        ledger.releases,
+        ledger.current,
+        ledger.unfinished,
+        ledger.mark_interrupted,
+        lambda: ledger.good("A"),
+        lambda: ledger.start(Release("B", 3.0, {}, {}, "citus:13")),
+        lambda: ledger.finish("A", "passed", [], make_current=True),
+        lambda: ledger.mark_current("A"),
+    ]
+    for action in reads_and_writes:
+        with pytest.raises(LedgerDamaged) as damaged:
+            action()
+        message = str(damaged.value)
+        assert message.startswith(f"the release ledger {path} is damaged ({what}")
+        assert message.endswith(
+            "): restore it from a backup of the state folder or move it aside to start a new history."
+        )
+        assert "\n" not in message and damaged.value.path == path
+    assert path.read_text() == content, "a damaged ledger is left as it is"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.json"]
+
+
+def test_a_ledger_that_cannot_be_read_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.json"
+    path.mkdir()
+    with pytest.raises(
+        LedgerUnreadable, match=r"^the release ledger .*ledger\.json cannot be read \(Is a directory\): "
+    ):
+        Ledger(path).releases()
+
+
+def test_an_entry_without_the_optional_fields_reads_with_their_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.json"
+    path.write_text(
+        json.dumps({"releases": [{k: ENTRY[k] for k in ("id", "started_at", "images", "image_ids", "citus_image")}]})
+    )
+    ledger = Ledger(path)
+    assert ledger.unfinished() == ["A"] and ledger.current() is None
+    ledger.finish("A", "passed", ["0001.sql"], make_current=True)
+    current = ledger.current()
+    assert current is not None and current.migrations == ["0001.sql"] and current.configuration == ""
+
+
+def test_every_field_of_a_release_is_checked() -> None:
+    assert set(ledger_module._FIELDS) == set(Release.__dataclass_fields__)
+
+
+def test_a_ledger_write_is_flushed_to_disk_file_and_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    flushed: list[tuple[int, bool]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        flushed.append((os.fstat(fd).st_ino, os.path.isdir(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = tmp_path / "ledger.json"
+    Ledger(path).start(Release("A", 1.0, {}, {}, "citus:13"))
+    assert flushed == [(path.stat().st_ino, False), (tmp_path.stat().st_ino, True)]
+
+
+def test_a_write_that_fails_leaves_the_previous_ledger_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "ledger.json"
+    ledger = Ledger(path)
+    ledger.start(Release("A", 1.0, {}, {}, "citus:13"))
+    before = path.read_text()
+
+    def no_room(fd: int, data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", no_room)
+    with pytest.raises(OSError, match="No space left"):
+        ledger.finish("A", "passed", [], make_current=True)
+    monkeypatch.undo()
+    assert path.read_text() == before and ledger.unfinished() == ["A"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.json"], "the temporary file is removed"
