@@ -1,4 +1,4 @@
-"""The per-environment deploy lock and the release ledger."""
+"""The deploy lock of a stack and the release ledger."""
 
 from __future__ import annotations
 
