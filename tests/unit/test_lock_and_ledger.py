@@ -50,6 +50,14 @@ def test_a_second_taker_is_refused_naming_the_holder(tmp_path: Path) -> None:
     lock.acquire(path).release()
 
 
+def test_a_child_process_does_not_inherit_the_lock(tmp_path: Path) -> None:
+    # A docker compose left running after deploycheck died must not keep the stack locked.
+    path = tmp_path / "stack.lock"
+    with lock.acquire(path):
+        opened = subprocess.run(["ls", "-l", "/proc/self/fd"], capture_output=True, text=True, close_fds=False)
+    assert opened.returncode == 0 and str(path) not in opened.stdout
+
+
 def test_the_module_release_frees_only_a_lock_this_process_holds(tmp_path: Path) -> None:
     path = tmp_path / "stack.lock"
     lock.release(path)  # not held: nothing to do
