@@ -5,12 +5,21 @@ it needs, its timeout), by the functions below, and run by ``Runner``: on this m
 container through the Docker API (``exec``). The secret policy lives in the runner: secrets travel only in the
 child's environment, never on a command line, and any secret value that shows up in output is masked before it
 is kept or raised.
+
+A command run on this machine starts in a session of its own: the signals a terminal's Ctrl+C or a CI cancel
+send to deploycheck's process group do not reach it, so a ``docker compose`` that a rollback runs (with those
+signals ignored by deploycheck meanwhile) finishes its work. The runner ends its children itself: at their
+timeout it kills the child's whole process group (``docker compose`` runs its plugin in it), and when
+deploycheck itself is interrupted during a command it passes the interrupt on to that group, then kills it
+if it has not stopped within ``INTERRUPT_GRACE_SECONDS``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +31,44 @@ from docker.models.containers import Container
 from deploycheck.request.secrets import Secret, mask_text
 
 log = logging.getLogger("deploycheck.commands")
+
+# How long a child interrupted with deploycheck (Ctrl+C, SIGTERM during a stage) has to stop before it is
+# killed: what `docker stop` gives a container.
+INTERRUPT_GRACE_SECONDS = 10.0
+# After its group is killed, how long a child's output pipes may stay open (held by a process that left the
+# group) before they are given up.
+DRAIN_SECONDS = 5.0
+
+
+def _signal_group(process: subprocess.Popen[str], signum: int) -> None:
+    """Send ``signum`` to the child's process group (its session: it leads both)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
+
+
+def _drain(process: subprocess.Popen[str]) -> tuple[str, str]:
+    """What a stopped child wrote; reaps it. Pipes that a process outside its group keeps open are given up."""
+    try:
+        stdout, stderr = process.communicate(timeout=DRAIN_SECONDS)
+    except subprocess.TimeoutExpired:
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+        process.wait()
+        return "", ""
+    return stdout or "", stderr or ""
+
+
+def _stop_interrupted(process: subprocess.Popen[str]) -> None:
+    """deploycheck was interrupted while ``process`` ran: interrupt its group as the terminal would have, give it
+    ``INTERRUPT_GRACE_SECONDS`` to stop, then kill the group (also when a second interrupt cuts the wait short)."""
+    try:
+        _signal_group(process, signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.communicate(timeout=INTERRUPT_GRACE_SECONDS)
+    finally:
+        _signal_group(process, signal.SIGKILL)
+        _drain(process)
 
 
 class CommandFailed(Exception):
@@ -94,27 +141,30 @@ class Runner:
         }
         log.info("run: %s", command.describe())
         try:
-            completed = subprocess.run(
+            process = subprocess.Popen(
                 list(command.argv),
                 env=child_env,
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
-                timeout=command.timeout,
-                check=False,
+                errors="replace",  # a stray byte in a tool's output must not hide its exit code
                 cwd=cwd,
+                start_new_session=True,  # out of reach of the signals sent to deploycheck's process group
             )
-        except subprocess.TimeoutExpired:
-            raise self._failed(command, f"did not finish within {command.timeout:.0f} s") from None
         except FileNotFoundError:
             raise self._failed(
                 command, f"cannot run: {command.argv[0]} is not installed", missing_program=True
             ) from None
-        result = Result(
-            command,
-            completed.returncode,
-            self._masked(command, completed.stdout),
-            self._masked(command, completed.stderr),
-        )
+        try:
+            stdout, stderr = process.communicate(timeout=command.timeout)
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            _drain(process)
+            raise self._failed(command, f"did not finish within {command.timeout:.0f} s") from None
+        except BaseException:  # Ctrl+C or SIGTERM (as KeyboardInterrupt), or an error, while the child runs
+            _stop_interrupted(process)
+            raise
+        result = Result(command, process.returncode, self._masked(command, stdout), self._masked(command, stderr))
         return self._check(result, check)
 
     def exec(self, container: Container, command: Command, *, check: bool = True) -> Result:

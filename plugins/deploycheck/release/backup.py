@@ -3,7 +3,12 @@
 A backup is a physical one per node (``pg_basebackup``, compressed, WAL included), taken on every node while
 writes through the coordinator are blocked (the distributed tables locked in EXCLUSIVE mode, reads go on),
 so the coordinator's metadata and the workers' shards belong to the same moment. Backups are kept in
-``.deploycheck/ENV/backups/TIME-RELEASE/`` (one tar per node and a manifest), the last 10.
+``.deploycheck/ENV/backups/TIME-RELEASE/`` (one tar per node and a manifest), the last 10 complete ones.
+
+A backup holds the whole database: the backups folder and each backup's folder are 0700, every file in them
+0600, whatever the umask. A backup is written into ``TIME-RELEASE.partial`` and renamed to its name only once
+its manifest is written and everything is flushed to disk, so a backup that failed or was killed is never
+taken for one to restore: it is removed at once, or (killed) with the next backup's retention.
 
 A restore stops the database nodes, replaces each node's data volume with its backup, and starts them again.
 """
@@ -11,13 +16,18 @@ A restore stops the database nodes, replaces each node's data volume with its ba
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import os
 import shutil
 import tarfile
 import time
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import docker
 import psycopg
@@ -30,6 +40,8 @@ from deploycheck.engine.containers import project_containers, wait_healthy
 from deploycheck.engine.target import Target
 
 KEEP = 10
+PARTIAL = ".partial"  # the suffix of a backup being written
+MANIFEST = "manifest.json"
 DATA_DIR = "/var/lib/postgresql/data"
 SCRATCH = "/tmp/deploycheck-backup"
 
@@ -47,11 +59,99 @@ class Backup:
     bytes: int
 
 
+def private_folder(folder: Path) -> Path:
+    """``folder`` (and its parents), made if needed, and mode 0700 whatever the umask or its mode before."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    return folder
+
+
+@contextmanager
+def private_file(path: Path) -> Iterator[BinaryIO]:
+    """``path`` opened to be written from empty, mode 0600 whatever the umask; flushed to disk when closed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "wb") as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def is_partial(folder: Path) -> bool:
+    return folder.name.endswith(PARTIAL)
+
+
+def new_backup_folder(backups_dir: Path, release: str, now: float | None = None) -> Path:
+    """A new empty folder (0700) for a backup of ``release``, under its ``.partial`` name, in ``backups_dir``
+    (0700); ``complete`` gives it its name. Two backups in the same second get names of their own."""
+    private_folder(backups_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
+    # A release id may end in ".partial" (a '.' is allowed): its complete backup must not look partial.
+    base = f"{stamp}-{release}" + ("_" if release.endswith(PARTIAL) else "")
+    for number in itertools.count(1):
+        name = base if number == 1 else f"{base}-{number}"
+        if (backups_dir / name).exists():
+            continue
+        partial = backups_dir / f"{name}{PARTIAL}"
+        try:
+            partial.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        os.chmod(partial, 0o700)
+        return partial
+    raise AssertionError("unreachable: itertools.count never ends")
+
+
+def write_manifest(folder: Path, manifest: Mapping[str, object]) -> None:
+    with private_file(folder / MANIFEST) as handle:
+        handle.write((json.dumps(manifest, indent=2) + "\n").encode())
+
+
+def complete(partial: Path) -> Path:
+    """Give a written backup (its manifest last) its name; returns the folder under that name."""
+    if not is_partial(partial) or not (partial / MANIFEST).is_file():
+        raise BackupFailed(f"{partial} is not a written backup: it has no {MANIFEST} or no {PARTIAL} name")
+    final = partial.with_name(partial.name[: -len(PARTIAL)])
+    # The files' contents were flushed as they were closed; the folder's entries are flushed before the rename.
+    _fsync_folder(partial)
+    os.rename(partial, final)  # fails rather than replace an existing backup of that name
+    _fsync_folder(final.parent)
+    return final
+
+
+def complete_backups(backups_dir: Path) -> list[Path]:
+    """The complete backups, oldest first (their names start with their time)."""
+    if not backups_dir.is_dir():
+        return []
+    return sorted(p for p in backups_dir.iterdir() if p.is_dir() and not is_partial(p) and (p / MANIFEST).is_file())
+
+
+def prune(backups_dir: Path, keep: int = KEEP) -> list[Path]:
+    """Keep the last ``keep`` complete backups; remove older ones and every ``.partial`` one left by a backup
+    that was killed. Returns what was removed. (Under the deploy lock: no other backup is being written.)"""
+    if not backups_dir.is_dir():
+        return []
+    leftovers = sorted(p for p in backups_dir.iterdir() if p.is_dir() and is_partial(p))
+    complete_ones = complete_backups(backups_dir)
+    old = complete_ones[: max(0, len(complete_ones) - keep)]
+    for folder in [*leftovers, *old]:
+        shutil.rmtree(folder)
+    return [*leftovers, *old]
+
+
 def _backup_node(target: Target, container: Container, archive: Path) -> int:
     try:
         target.runner.exec(container, commands.pg_basebackup(target.environment.database.user, SCRATCH))
         stream, _ = container.get_archive(SCRATCH)
-        with archive.open("wb") as handle:
+        with private_file(archive) as handle:
             for chunk in stream:
                 handle.write(chunk)
         target.runner.exec(container, commands.remove_tree(SCRATCH))
@@ -69,29 +169,26 @@ def take(target: Target, release: str, connection: psycopg.Connection[tuple[obje
     missing = [s for s in services if s not in containers or containers[s].status != "running"]
     if missing:
         raise BackupFailed(f"cannot back up: {', '.join(missing)} not running")
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    folder = environment.backups_dir / f"{stamp}-{release}"
-    folder.mkdir(parents=True, exist_ok=True)
     # Citus: the nodes' backups must be of one moment, so writes through the coordinator wait meanwhile (reads go
     # on); a single PostgreSQL server's backup is consistent by itself.
     tables = []
     if environment.stack.database.is_citus:
         tables = [str(r[0]) for r in connection.execute("SELECT logicalrelid::regclass::text FROM pg_dist_partition")]
+    partial = new_backup_folder(environment.backups_dir, release)
     try:
         with connection.transaction():
             if tables:
                 connection.execute(f"LOCK TABLE {', '.join(tables)} IN EXCLUSIVE MODE")
             with ThreadPoolExecutor(max_workers=min(8, len(services))) as pool:
-                sizes = list(pool.map(lambda s: _backup_node(target, containers[s], folder / f"{s}.tar"), services))
+                sizes = list(pool.map(lambda s: _backup_node(target, containers[s], partial / f"{s}.tar"), services))
+        total = sum(sizes)
+        write_manifest(partial, {"release": release, "taken_at": time.time(), "services": services, "bytes": total})
+        folder = complete(partial)
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(partial, ignore_errors=True)
         raise
-    backup = Backup(folder, release, tuple(services), time.monotonic() - start, sum(sizes))
-    manifest = {"release": release, "taken_at": time.time(), "services": services, "bytes": backup.bytes}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    for old in sorted(p for p in environment.backups_dir.iterdir() if p.is_dir())[:-KEEP]:
-        shutil.rmtree(old)
-    return backup
+    prune(environment.backups_dir)
+    return Backup(folder, release, tuple(services), time.monotonic() - start, total)
 
 
 RESTORE_SCRIPT = (

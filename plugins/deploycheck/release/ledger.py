@@ -1,17 +1,44 @@
 """The release ledger of an environment: every deploy's release, its images and outcome, and which is current.
 
-It lives in ``.deploycheck/ENV/ledger.json`` and survives between runs; every write replaces the file
-atomically, so a run killed mid-write leaves the previous ledger intact.
+It lives in ``.deploycheck/ENV/ledger.json`` and survives between runs. Every write goes to a temporary file
+that is flushed to disk and then renamed over the ledger (and the rename flushed too), so a run killed or a
+machine that loses power mid-write leaves the previous ledger intact, and a write that returned survives.
+
+Every read checks the whole file's shape: a ledger that is empty, cut short, not JSON or not shaped as deploycheck
+writes it raises ``LedgerDamaged`` (one sentence: which file, what is wrong, how to fix it), never a KeyError or
+a TypeError from deep inside a deploy, and nothing is written over it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+OUTCOMES = ("in progress", "passed", "failed", "interrupted")
+FIX = "restore it from a backup of the state folder or move it aside to start a new history"
+
+
+class LedgerError(Exception):
+    """The ledger cannot be used; the message is one sentence that says which file, why, and how to fix it."""
+
+
+class LedgerDamaged(LedgerError):
+    """The ledger's content is not a ledger (empty, cut short, not JSON, mis-shaped)."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        super().__init__(f"the release ledger {path} is damaged ({what}): {FIX}.")
+        self.path = path
+        self.what = what
+
+
+class LedgerUnreadable(LedgerError):
+    """The ledger exists but cannot be read (permissions, a folder in its place)."""
 
 
 @dataclass
@@ -30,22 +57,151 @@ class Release:
     finished_at: float = 0.0
 
 
+def _kind(value: object) -> str:
+    """A JSON value's kind, in the words of the JSON file."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string" if value else "an empty string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_names(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+# Each field of a release entry: whether it must be there, what it must be, and that in words.
+_FIELDS: dict[str, tuple[bool, Any, str]] = {
+    "id": (True, lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "started_at": (True, _is_number, "a number"),
+    "images": (True, _is_names, "an object of strings"),
+    "image_ids": (True, _is_names, "an object of strings"),
+    "citus_image": (True, lambda v: isinstance(v, str), "a string"),
+    "configuration": (False, lambda v: isinstance(v, str), "a string"),
+    "migrations": (False, lambda v: isinstance(v, list) and all(isinstance(m, str) for m in v), "a list of strings"),
+    "outcome": (False, lambda v: v in OUTCOMES, "one of " + ", ".join(f"'{o}'" for o in OUTCOMES)),
+    "finished_at": (False, _is_number, "a number"),
+}
+# What an entry that leaves out an optional field means by it (a ledger written before the field existed).
+_DEFAULTS: dict[str, Any] = {
+    name: value
+    for name, value in asdict(Release(id="", started_at=0.0, images={}, image_ids={}, citus_image="")).items()
+    if not _FIELDS[name][0]
+}
+
+
+def problem(data: object) -> str | None:
+    """What is wrong with a parsed ledger, in a few words; None when it is shaped as deploycheck writes it."""
+    if not isinstance(data, dict):
+        return f"it holds {_kind(data)}, not an object with 'current' and 'releases'"
+    unknown = sorted(set(data) - {"current", "releases"})
+    if unknown:
+        return f"it has an unknown field '{unknown[0]}' beside 'current' and 'releases'"
+    if "releases" not in data:
+        return "it has no 'releases' list"
+    releases = data["releases"]
+    if not isinstance(releases, list):
+        return f"'releases' is {_kind(releases)}, not a list"
+    current = data.get("current")
+    if current is not None and not (isinstance(current, str) and current):
+        return f"'current' is {_kind(current)}, not a release id or null"
+    for number, entry in enumerate(releases, start=1):
+        if not isinstance(entry, dict):
+            return f"release #{number} is {_kind(entry)}, not an object"
+        which = f"release #{number}" + (
+            f" ('{entry['id']}')" if isinstance(entry.get("id"), str) and entry["id"] else ""
+        )
+        for name, (required, valid, words) in _FIELDS.items():
+            if name not in entry:
+                if required:
+                    return f"{which} has no '{name}'"
+            elif not valid(entry[name]):
+                return f"{which}: '{name}' is {_kind(entry[name])}, not {words}"
+        unknown = sorted(set(entry) - set(_FIELDS))
+        if unknown:
+            return f"{which} has an unknown field '{unknown[0]}'"
+    return None
+
+
 class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def _read(self) -> dict[str, Any]:
+        """The whole ledger, checked; an empty one when there is no file yet."""
         try:
-            data: dict[str, Any] = json.loads(self.path.read_text())
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return {"current": None, "releases": []}
-        return data
+        except OSError as error:
+            raise LedgerUnreadable(
+                f"the release ledger {self.path} cannot be read ({error.strerror}): fix its permissions, or move "
+                "aside what is in its place."
+            ) from None
+        if not raw.strip():
+            raise LedgerDamaged(self.path, "it is empty")
+        try:
+            data: Any = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise LedgerDamaged(self.path, "it is not UTF-8 text") from None
+        except RecursionError:
+            raise LedgerDamaged(self.path, "it is nested too deep to be a ledger") from None
+        except json.JSONDecodeError as error:
+            # The parser stopped at the end of the text, or in a string never closed: the file was cut short.
+            cut = error.pos >= len(error.doc.rstrip()) or error.msg.startswith("Unterminated string")
+            what = "it is cut short" if cut else "it is not valid JSON"
+            where = f"line {error.lineno}, column {error.colno}"
+            raise LedgerDamaged(self.path, f"{what}: {error.msg.lower()}, {where}") from None
+        wrong = problem(data)
+        if wrong is not None:
+            raise LedgerDamaged(self.path, wrong)
+        data.setdefault("current", None)
+        for entry in data["releases"]:
+            for name, default in _DEFAULTS.items():
+                entry.setdefault(name, copy.deepcopy(default))
+        result: dict[str, Any] = data
+        return result
+
+    def check(self) -> None:
+        """Raise ``LedgerDamaged``/``LedgerUnreadable`` now if the ledger is damaged (before a run changes anything)."""
+        self._read()
 
     def _write(self, data: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(temporary, self.path)
+        """Replace the ledger with ``data``: on disk once this returns, the old one intact if it does not."""
+        folder = self.path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        content = (json.dumps(data, indent=2) + "\n").encode()
+        temporary = folder / f".{self.path.name}.{os.getpid()}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                view = memoryview(content)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temporary, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise
+        # The rename is an entry of the folder: it is durable once the folder is flushed too.
+        directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
     def releases(self) -> list[Release]:
         return [Release(**item) for item in self._read()["releases"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets as _random
 from pathlib import Path
@@ -51,13 +52,80 @@ def from_environment(variable: str) -> Secret | None:
     return Secret(value, f"${variable}") if value else None
 
 
-def generated(variable: str, store: Path) -> Secret:
-    """A secret made once for a throwaway environment and kept (mode 0600) so its volumes stay usable."""
-    if store.exists():
-        return Secret(store.read_text().strip(), f"${variable} (generated, {store})")
-    store.parent.mkdir(parents=True, exist_ok=True)
-    value = _random.token_urlsafe(24)
-    fd = os.open(store, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value + "\n")
+class GeneratedSecretError(ValueError):
+    """A generated secret's file cannot be used (empty, unreadable); the message is one sentence with the fix."""
+
+
+def _private_folder(folder: Path) -> None:
+    """Make ``folder`` (mode 0700, whatever the umask) if it is not there; an existing one is left as it is."""
+    if folder.is_dir():
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        return  # made by another process just now
+    os.chmod(folder, 0o700)
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_generated(variable: str, store: Path) -> Secret | None:
+    """The secret kept in ``store``; None when there is no such file yet."""
+    try:
+        value = store.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        why = error.strerror if isinstance(error, OSError) else "it is not text"
+        raise GeneratedSecretError(
+            f"the generated secret {store} (for ${variable}) cannot be read ({why}): fix its permissions, or "
+            "delete it to make a new one, knowing that data volumes made with the old one will refuse the new one."
+        ) from None
+    if not value:
+        raise GeneratedSecretError(
+            f"the generated secret {store} (for ${variable}) is empty: delete it to make a new one, knowing that "
+            "data volumes made with the old one will refuse the new one (remove them too, or put the old value back)."
+        )
     return Secret(value, f"${variable} (generated, {store})")
+
+
+def generated(variable: str, store: Path) -> Secret:
+    """A secret made once for a throwaway environment and kept so its volumes stay usable.
+
+    The file is made mode 0600 in a folder made 0700. It appears whole or not at all (written and flushed
+    under a temporary name, then linked to its name), so a crash or a second process generating at the same
+    moment can never leave it empty; an empty or unreadable one raises ``GeneratedSecretError``.
+    """
+    existing = _read_generated(variable, store)
+    if existing is not None:
+        return existing
+    folder = store.parent
+    _private_folder(folder)
+    temporary = folder / f".{store.name}.{os.getpid()}.{_random.token_hex(4)}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+            os.write(fd, (_random.token_urlsafe(24) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(FileExistsError):  # another process made it first: its secret stays
+            os.link(temporary, store)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _fsync_folder(folder)
+    made = _read_generated(variable, store)
+    if made is None:
+        raise GeneratedSecretError(
+            f"the generated secret {store} (for ${variable}) vanished as it was made: make sure nothing else "
+            "deletes files in its folder, and run again."
+        )
+    return made
