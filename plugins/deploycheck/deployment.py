@@ -101,7 +101,7 @@ class StageResult(Generic[T]):
 class _Lifetime:
     """What this deployment did, as its end must know it (never read by the reports)."""
 
-    holds_lock: bool = False
+    lock: lock.HeldLock | None = None  # the stack's deploy lock, while this run holds it
     started_entry: bool = False
     facts: rollback.Facts = field(default_factory=rollback.Facts)
 
@@ -172,9 +172,9 @@ class Deployment:
                 outcome = "passed" if passed else "interrupted" if record.interrupted else "failed"
                 self.ledger.finish(record.release, outcome, record.migrations_applied, passed)
         finally:
-            if life.holds_lock:
-                lock.release(self.environment.lock_file)
-                life.holds_lock = False
+            if life.lock is not None:
+                life.lock.release()
+                life.lock = None
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
             self.target.close()
@@ -271,17 +271,18 @@ class Deployment:
         return self.run_stage("preflight", check, steps)
 
     def _take_lock(self) -> None:
+        """The stack's lock (its engine's and Compose project's): two environment names on one stack, or two runs
+        of one, cannot deploy at once. Held by this process until ``finish``, or its end, however it ends."""
         environment = self.environment
         try:
-            stale = lock.acquire(environment.lock_file)
+            self._life.lock = self.target.deploy_lock()
         except lock.LockHeld as held:
             raise StageFailed(
-                f"environment '{environment.name}' is being deployed by {held.holder.describe()}: wait for that deploy "
-                f"to finish, or remove {environment.lock_file} if it is gone"
+                f"environment '{environment.name}' (Compose project '{environment.compose_project}' on this engine) is "
+                f"being deployed by {held.describe()}: wait for that deploy to finish, its lock is freed when it ends"
             ) from None
-        self._life.holds_lock = True
-        if stale is not None:
-            self.say(f"[deploycheck] took over the stale lock of {stale.describe()}")
+        except lock.LockUnusable as error:
+            raise StageFailed(str(error)) from None
 
     def _narrated(self, action: Callable[[list[str]], None]) -> None:
         """Run an action that lists what it does; each line is said, whether it passed or not."""

@@ -29,11 +29,12 @@ from deploycheck.engine.containers import evidence
 from deploycheck.engine.target import LocalTarget, Target
 from deploycheck.record import github, history, reporting
 from deploycheck.record.record import CheckRecord, RunRecord
-from deploycheck.release.ledger import Ledger
+from deploycheck.release.ledger import Ledger, LedgerError
 from deploycheck.request import options
 from deploycheck.request.environment import DEFAULT_FILE, Environment, load
 from deploycheck.request.options import RunRequest
 from deploycheck.request.schema import ConfigError
+from deploycheck.request.secrets import GeneratedSecretError
 from deploycheck.stack import Stack
 
 PLUGIN_NAME = "deploycheck-run"
@@ -87,6 +88,8 @@ def _request(config: pytest.Config, name: str) -> tuple[RunRequest, Environment]
     environment = load(path, name)
     rollback_to = config.getoption("rollback_to")
     mode = options.mode_of(bool(config.getoption("verify_only")), rollback_to)
+    if mode != "verify-only":  # a damaged ledger stops a run before it changes anything; verifying needs none
+        Ledger(environment.ledger_file).check()
     given = config.getoption("release")
     if rollback_to is not None:
         release = options.valid_release(str(rollback_to), "--rollback-to")
@@ -118,7 +121,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     try:
         request, environment = _request(config, str(name))
-    except ConfigError as error:
+    except (ConfigError, LedgerError, GeneratedSecretError) as error:
         raise pytest.UsageError(str(error)) from None
     for module in FIXTURE_MODULES:
         config.pluginmanager.import_plugin(module)

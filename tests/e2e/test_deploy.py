@@ -4,10 +4,12 @@ each caught by the right stage and rolled back."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +17,8 @@ import docker
 import pytest
 import requests
 
+from deploycheck.engine.target import LOCK_ROOT
+from deploycheck.release import lock
 from tests.e2e.conftest import (
     ROOT,
     TOKEN_MARKER,
@@ -238,18 +242,24 @@ def test_release_b_that_fails_rolls_back_to_release_a_with_its_data(deploy: Depl
 
 
 def test_a_second_deploy_while_one_runs_is_refused_naming_the_holder(deploy: Deploy) -> None:
-    holder = subprocess.Popen(["sleep", "120"])
+    engine_id = str(docker.from_env().info().get("ID", "local"))
+    path = lock.lock_path(LOCK_ROOT, engine_id, deploy.project)
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "tests.unit.lock_racers", str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{ROOT / 'plugins'}:{ROOT}"},
+    )
     try:
-        deploy.state_dir.mkdir(parents=True, exist_ok=True)
-        (deploy.state_dir / "deploy.lock").write_text(
-            json.dumps({"host": socket.gethostname(), "pid": holder.pid, "started_at": time.time()})
-        )
+        assert holder.stdout is not None and holder.stdout.readline() == f"held {holder.pid}\n"
         result = deploy.run()
         assert result.returncode == 1, result.stdout[-5000:]
         reason = next(s["reason"] for s in deploy.summary()["stages"] if s["name"] == "preflight")
-        assert f"is being deployed by host {socket.gethostname()}, pid {holder.pid}, since " in reason
+        assert f"is being deployed by host {socket.gethostname()}, pid {holder.pid}, user " in reason
         assert deploy.containers() == {}, "a refused deploy must start nothing"
-        assert (deploy.state_dir / "deploy.lock").exists(), "the holder's lock must stay"
+        still = lock.read(path)
+        assert still is not None and still.pid == holder.pid, "the holder's lock stays"
     finally:
         holder.kill()
         holder.wait()

@@ -23,9 +23,11 @@ import docker.errors
 
 from deploycheck.engine.commands import Command, CommandFailed, Result, Runner
 from deploycheck.engine.containers import PROJECT_LABEL, SERVICE_LABEL
+from deploycheck.release import lock
 from deploycheck.request.environment import Environment
 
 COMMANDS_LOG = "commands.jsonl"
+FAKE_ENGINE_ID = "FAKE:ENGINE"
 
 
 class FakeImage:
@@ -104,7 +106,7 @@ class FakeDocker:
         return True
 
     def info(self) -> dict[str, str]:
-        return {"DockerRootDir": "/"}
+        return {"DockerRootDir": "/", "ID": FAKE_ENGINE_ID}
 
     def events(self, **_: object) -> FakeEvents:
         return FakeEvents()
@@ -196,6 +198,11 @@ class FakeTarget:
 
     def port_is_free(self, port: int) -> bool:
         return True
+
+    def deploy_lock(self) -> lock.HeldLock:
+        """A real lock, in the project's own folder (tests look for it there)."""
+        root = self.environment.state_dir.parent
+        return lock.acquire(lock.lock_path(root, FAKE_ENGINE_ID, self.environment.compose_project))
 
     def close(self) -> None:
         return None

@@ -17,6 +17,8 @@ from deploycheck.engine.commands import Runner
 from deploycheck.engine.target import Target
 from deploycheck.release import backup
 from deploycheck.release.backup import BackupFailed
+from deploycheck.request.environment import Database as DatabaseRole
+from deploycheck.request.environment import StackContract
 from tests.unit.fakes import FakeContainer, FakeContainers
 
 PROJECT = "unit-backup"
@@ -71,6 +73,10 @@ class BackupEnvironment:
     compose_project: str = PROJECT
     node_services: list[str] = field(default_factory=lambda: list(NODES))
     database: Database = field(default_factory=Database)
+    # A plain PostgreSQL contract: no Citus metadata to lock while the nodes are backed up.
+    stack: StackContract = field(
+        default_factory=lambda: StackContract(database=DatabaseRole(kind="postgres", service=NODES[0]))
+    )
 
 
 class Docker:

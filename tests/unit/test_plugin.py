@@ -7,13 +7,16 @@ import json
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from deploycheck.release import lock
 from deploycheck.release.rollback import Facts, decide
-from tests.unit.conftest import commands_run, ledger_with_release_a
+from tests.unit.conftest import PROJECT_ROOT, commands_run, ledger_with_release_a
+from tests.unit.fakes import FAKE_ENGINE_ID
 
 RELEASE = "--release=B"
 STAGES = ["preflight", "images", "backup", "rehearsal", "database", "citus", "migrations", "services", "proxy"]
@@ -28,6 +31,12 @@ def state_dir(pytester: pytest.Pytester) -> Path:
     return pytester.path / ".deploycheck" / "local"
 
 
+def lock_files(pytester: pytest.Pytester) -> list[Path]:
+    """The deploy locks left in the project's state folder (a run that ends removes its own)."""
+    locks = pytester.path / ".deploycheck" / "locks"
+    return sorted(locks.iterdir()) if locks.is_dir() else []
+
+
 def test_verify_only_runs_preflight_then_every_check_on_the_running_stack(
     suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -40,7 +49,7 @@ def test_verify_only_runs_preflight_then_every_check_on_the_running_stack(
     assert [(s["name"], s["outcome"]) for s in data["stages"]] == [("preflight", "passed")]
     assert data["checks"] == {"passed": 3, "failed": 0, "skipped": 0}
     assert data["rollback"]["performed"] is False
-    assert not (state_dir(suite) / "deploy.lock").exists(), "verify-only takes no lock"
+    assert not lock_files(suite), "verify-only takes no lock"
     assert ["docker", "compose", "version", "--short"] in commands_run(suite)
     assert not [argv for argv in commands_run(suite) if "up" in argv], "verify-only starts nothing"
 
@@ -86,7 +95,7 @@ def test_a_failed_stage_skips_the_later_stages_and_checks_and_the_first_deploy_i
     assert up in ran and down in ran and ran.index(up) < ran.index(down)
     ledger = json.loads((state_dir(suite) / "ledger.json").read_text())
     assert [(r["id"], r["outcome"]) for r in ledger["releases"]] == [("B", "failed")] and ledger["current"] is None
-    assert not (state_dir(suite) / "deploy.lock").exists(), "the deployment's end releases the lock"
+    assert not lock_files(suite), "the deployment's end releases the lock"
 
 
 def test_the_stage_graph_is_pytests_own(suite: pytest.Pytester) -> None:
@@ -109,24 +118,50 @@ def test_an_engine_that_does_not_answer_fails_preflight_and_changes_nothing(
     assert [s["name"] for s in failed] == ["preflight"]
     assert failed[0]["reason"].startswith("the Docker engine does not answer (Error while fetching server API")
     assert data["rollback"]["outcome"] == "not needed: the run failed before it changed anything"
-    assert not (state_dir(suite) / "ledger.json").exists() and not (state_dir(suite) / "deploy.lock").exists()
+    assert not (state_dir(suite) / "ledger.json").exists() and not lock_files(suite)
 
 
 def test_a_live_holder_of_the_lock_refuses_the_deploy_and_keeps_its_lock(suite: pytest.Pytester) -> None:
-    holder = subprocess.Popen(["sleep", "60"])
+    path = lock.lock_path(suite.path / ".deploycheck", FAKE_ENGINE_ID, "unit-local")
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "tests.unit.lock_racers", str(path)], stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT
+    )
     try:
-        lock = state_dir(suite) / "deploy.lock"
-        lock.parent.mkdir(parents=True)
-        lock.write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid, "started_at": 0}))
+        assert holder.stdout is not None and holder.stdout.readline() == f"held {holder.pid}\n"
         result = suite.runpytest("--deploy=local", RELEASE, "-p", "no:cacheprovider")
         assert result.ret == 1
         reason = summary(suite)["stages"][1]["reason"]
-        assert f"environment 'local' is being deployed by host {socket.gethostname()}, pid {holder.pid}" in reason
-        assert lock.exists(), "the holder's lock must stay"
+        assert (
+            "environment 'local' (Compose project 'unit-local' on this engine) is being deployed by "
+            f"host {socket.gethostname()}, pid {holder.pid}, user "
+        ) in reason
+        assert reason.endswith("wait for that deploy to finish, its lock is freed when it ends")
+        still = lock.read(path)
+        assert still is not None and still.pid == holder.pid, "the holder's lock stays"
         assert not [argv for argv in commands_run(suite) if "up" in argv]
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_damaged_ledger_is_a_usage_error_that_changes_nothing(suite: pytest.Pytester) -> None:
+    ledger = state_dir(suite) / "ledger.json"
+    ledger.parent.mkdir(parents=True)
+    ledger.write_text('{"current": null, "releases": [{"id": "A"')
+    result = suite.runpytest_subprocess("--deploy=local", RELEASE, "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: the release ledger {ledger} is damaged (it is cut short: *): restore it*"])
+    assert not commands_run(suite) and not lock_files(suite)
+    assert ledger.read_text() == '{"current": null, "releases": [{"id": "A"'
+
+
+def test_an_empty_generated_secret_is_a_usage_error(suite: pytest.Pytester) -> None:
+    secret = state_dir(suite) / "db_password"
+    secret.parent.mkdir(parents=True)
+    secret.write_text("\n")
+    result = suite.runpytest_subprocess("--deploy=local", RELEASE, "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: the generated secret {secret} (for $UNIT_DB_PASSWORD) is empty: delete it*"])
 
 
 def test_an_interrupt_during_a_stage_rolls_back_and_exits_as_interrupted(
@@ -141,7 +176,7 @@ def test_an_interrupt_during_a_stage_rolls_back_and_exits_as_interrupted(
     assert data["rollback"]["performed"] is True and data["rollback"]["outcome"] == "passed"
     ledger = json.loads((state_dir(suite) / "ledger.json").read_text())
     assert [(r["id"], r["outcome"]) for r in ledger["releases"]] == [("B", "interrupted")]
-    assert not (state_dir(suite) / "deploy.lock").exists()
+    assert not lock_files(suite)
 
 
 def test_the_sigterm_handler_is_restored_when_the_run_ends(

@@ -8,7 +8,9 @@ Everything that reaches the engine or the stack goes through a ``Target``: the s
 from __future__ import annotations
 
 import socket
+import tempfile
 import threading
+from pathlib import Path
 from typing import Protocol
 
 import docker
@@ -16,7 +18,12 @@ import docker.errors
 from docker import DockerClient
 
 from deploycheck.engine.commands import Runner
+from deploycheck.release import lock
 from deploycheck.request.environment import Environment
+
+# The deploy locks of the stacks this machine's engines run, whichever checkout or environment file deploys
+# them: a lock is the engine's and the Compose project's (release/lock.py).
+LOCK_ROOT = Path(tempfile.gettempdir()) / "deploycheck-locks"
 
 
 class EngineUnreachable(Exception):
@@ -42,6 +49,11 @@ class Target(Protocol):
 
     def port_is_free(self, port: int) -> bool:
         """Whether the stack's host could publish ``port`` on 127.0.0.1 (nothing listens there)."""
+        ...
+
+    def deploy_lock(self) -> lock.HeldLock:
+        """The stack's deploy lock (the engine's and the Compose project's), held by this process until released
+        or its end; raises ``lock.LockHeld`` naming the holder, or ``lock.LockUnusable``."""
         ...
 
     def close(self) -> None: ...
@@ -75,6 +87,10 @@ class LocalTarget:
 
     def host_address(self, port: int) -> tuple[str, int]:
         return ("127.0.0.1", port)
+
+    def deploy_lock(self) -> lock.HeldLock:
+        engine = str(self.docker.info().get("ID", "local"))
+        return lock.acquire(lock.lock_path(LOCK_ROOT, engine, self.environment.compose_project))
 
     def port_is_free(self, port: int) -> bool:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

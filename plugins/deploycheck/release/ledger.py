@@ -88,6 +88,7 @@ _FIELDS: dict[str, tuple[bool, Any, str]] = {
     "image_ids": (True, _is_names, "an object of strings"),
     "citus_image": (True, lambda v: isinstance(v, str), "a string"),
     "configuration": (False, lambda v: isinstance(v, str), "a string"),
+    "build_digests": (False, _is_names, "an object of strings"),
     "migrations": (False, lambda v: isinstance(v, list) and all(isinstance(m, str) for m in v), "a list of strings"),
     "outcome": (False, lambda v: v in OUTCOMES, "one of " + ", ".join(f"'{o}'" for o in OUTCOMES)),
     "finished_at": (False, _is_number, "a number"),

@@ -342,10 +342,6 @@ class Environment:
         return self.stack.services
 
     @property
-    def lock_file(self) -> Path:
-        return self.state_dir / "deploy.lock"
-
-    @property
     def ledger_file(self) -> Path:
         return self.state_dir / "ledger.json"
 
