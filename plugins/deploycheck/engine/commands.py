@@ -80,24 +80,30 @@ class Runner:
             raise self._failed(result.command, f"exited with {result.returncode}: {output}")
         return result
 
-    def run(self, command: Command, *, check: bool = True, cwd: Path | None = None) -> Result:
-        """Run ``command`` on this machine; raise CommandFailed on a non-zero exit when ``check``."""
-        child_env = {
+    def _child_env(self, command: Command) -> dict[str, str]:
+        return {
             **os.environ,
             **self.env,
             **command.env,
             **{key: value.reveal() for key, value in command.secret_env.items()},
         }
+
+    def run(self, command: Command, *, check: bool = True, cwd: Path | None = None, input: str | None = None) -> Result:
+        """Run ``command`` on this machine; raise CommandFailed on a non-zero exit when ``check``.
+
+        ``input`` is written to its stdin (then closed); without it, the command shares this process's stdin.
+        """
         log.info("run: %s", command.describe())
         try:
             completed = subprocess.run(
                 list(command.argv),
-                env=child_env,
+                env=self._child_env(command),
                 capture_output=True,
                 text=True,
                 timeout=command.timeout,
                 check=False,
                 cwd=cwd,
+                input=input,
             )
         except subprocess.TimeoutExpired:
             raise self._failed(command, f"did not finish within {command.timeout:.0f} s") from None
@@ -110,6 +116,28 @@ class Runner:
             self._masked(command, completed.stderr),
         )
         return self._check(result, check)
+
+    def start(self, command: Command, *, capture: bool = False) -> subprocess.Popen[bytes]:
+        """Start ``command`` on this machine in the background and return at once (its timeout does not apply).
+
+        It runs in a session of its own, so Ctrl+C in the terminal does not reach it: the caller ends it. Its stdin
+        is a pipe the caller holds: closing it, or this process dying for any reason, gives the command an EOF.
+        Its stdout and stderr are pipes when ``capture`` (read them, or they fill up), else /dev/null. Its output
+        is not masked: use it for commands that print no secrets.
+        """
+        log.info("start: %s", command.describe())
+        output = subprocess.PIPE if capture else subprocess.DEVNULL
+        try:
+            return subprocess.Popen(
+                list(command.argv),
+                env=self._child_env(command),
+                stdin=subprocess.PIPE,
+                stdout=output,
+                stderr=output,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise self._failed(command, f"cannot run: {command.argv[0]} is not installed") from None
 
     def exec(self, container: Container, command: Command, *, check: bool = True) -> Result:
         """Run ``command`` inside ``container`` (attached: its exit code and output); CommandFailed as ``run``.
