@@ -405,6 +405,48 @@ def test_the_remote_lock_is_released_when_its_holding_process_is_killed(
     print(f"lock released {released_in:.2f} s after the SIGKILL")
 
 
+INTERRUPTED = """
+import sys
+from deploycheck.engine.ssh import RemoteLock, SSHConnection
+
+destination, config, path = sys.argv[1:4]
+with SSHConnection(destination, ["-F", config]) as connection:
+    lock = RemoteLock(connection)
+    lock.acquire(path, "the interrupted one")
+    print("ready", flush=True)
+    try:
+        sys.stdin.read()
+    except KeyboardInterrupt:  # the rollback's turn: it still has the connection and the lock
+        print("held" if lock.held else "released", connection.run(["true"]).returncode, flush=True)
+        lock.release()
+"""
+
+
+def test_ctrl_c_in_the_terminal_leaves_the_master_and_the_lock_to_the_rollback(
+    connection: SSHConnection, server: SSHServer
+) -> None:
+    path = f"/var/lib/deploycheck/e2e-{os.getpid()}-interrupted.lock"
+    child = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED, server.destination, str(server.ssh_config), path],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "plugins")},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # as a command started from a terminal: Ctrl+C signals its whole process group
+    )
+    try:
+        assert read_line(child, 30) == "ready\n"
+        os.killpg(child.pid, signal.SIGINT)
+        assert read_line(child, 30) == "held 0\n"
+        assert child.wait(timeout=30) == 0
+    finally:
+        child.kill()
+        child.wait()
+    lock = RemoteLock(connection)
+    lock.acquire(path)  # released by the rollback, then the connection closed
+    lock.release()
+
+
 def test_a_reverse_forward_lets_the_server_reach_a_port_on_this_machine(connection: SSHConnection) -> None:
     class Page(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
