@@ -258,6 +258,15 @@ def test_ssh_failing_to_connect_is_one_sentence_naming_the_server_and_what_to_ch
     assert opened.master_pid is None and own_directories() == before
 
 
+def test_a_server_whose_docker_engine_does_not_answer_fails_the_open_in_one_sentence(server: SSHServer) -> None:
+    before = own_directories()
+    opened = SSHConnection(server.destination, server.ssh_args, remote_docker_socket="/run/no-docker-here.sock")
+    with pytest.raises(SSHError) as raised:
+        opened.open()
+    one_sentence(raised.value, f"{server.name} answers SSH, but its Docker engine does not answer", "dockerd")
+    assert opened.master_pid is None and own_directories() == before
+
+
 def test_a_server_that_never_speaks_ssh_fails_at_the_connect_timeout_instead_of_hanging(server: SSHServer) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
         silent.bind(("127.0.0.1", PORTS()))
