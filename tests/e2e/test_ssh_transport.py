@@ -422,8 +422,8 @@ destination, config, path = sys.argv[1:4]
 with SSHConnection(destination, ["-F", config]) as connection:
     lock = RemoteLock(connection)
     lock.acquire(path, "the interrupted one")
-    print("ready", flush=True)
-    try:
+    try:  # (from before "ready": Ctrl+C may come as soon as it is said)
+        print("ready", flush=True)
         sys.stdin.read()
     except KeyboardInterrupt:  # the rollback's turn: it still has the connection and the lock
         print("held" if lock.held else "released", connection.run(["true"]).returncode, flush=True)
