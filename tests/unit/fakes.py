@@ -129,7 +129,7 @@ class FakeRunner(Runner):
         result = Result(command, code, self._masked(command, stdout), "fake: failed on purpose" if code else "")
         return self._check(result, check)
 
-    def run(self, command: Command, *, check: bool = True, cwd: Path | None = None) -> Result:
+    def run(self, command: Command, *, check: bool = True, cwd: Path | None = None, input: str | None = None) -> Result:
         with self.log.open("a") as handle:
             handle.write(json.dumps(list(command.argv)) + "\n")
         argv = command.argv

@@ -200,3 +200,26 @@ def test_an_error_in_an_attempt_is_fatal_at_once() -> None:
     with pytest.raises(ValueError, match="fatal"):
         poll(attempt, seconds=10, every=0.01, timed_out=lambda: AssertionError("not this"))
     assert calls == [1]
+
+
+def test_the_runner_gives_a_command_its_input() -> None:
+    result = Runner().run(Command((sys.executable, "-c", "import sys; print(sys.stdin.read().upper())")), input="abc")
+    assert result.stdout == "ABC\n"
+
+
+def test_a_started_command_runs_in_a_session_of_its_own_until_its_stdin_ends() -> None:
+    script = "import os, sys; print(os.getsid(0) == os.getpid(), flush=True); sys.stdin.read(); print('eof')"
+    process = Runner().start(Command((sys.executable, "-c", script)), capture=True)
+    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline() == b"True\n"  # its own session: Ctrl+C in the terminal does not reach it
+    assert process.poll() is None
+    process.stdin.close()
+    assert process.wait(timeout=10) == 0
+    assert process.stdout.read() == b"eof\n"
+    process.stdout.close()
+    process.stderr.close()
+
+
+def test_a_started_command_that_is_not_installed_is_a_failed_command() -> None:
+    with pytest.raises(CommandFailed, match="cannot run: no-such-program-dc is not installed"):
+        Runner().start(Command(("no-such-program-dc",)))

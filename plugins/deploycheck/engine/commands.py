@@ -131,19 +131,25 @@ class Runner:
             raise self._failed(result.command, f"exited with {result.returncode}: {output}")
         return result
 
-    def run(self, command: Command, *, check: bool = True, cwd: Path | None = None) -> Result:
-        """Run ``command`` on this machine; raise CommandFailed on a non-zero exit when ``check``."""
-        child_env = {
+    def _child_env(self, command: Command) -> dict[str, str]:
+        return {
             **os.environ,
             **self.env,
             **command.env,
             **{key: value.reveal() for key, value in command.secret_env.items()},
         }
+
+    def run(self, command: Command, *, check: bool = True, cwd: Path | None = None, input: str | None = None) -> Result:
+        """Run ``command`` on this machine; raise CommandFailed on a non-zero exit when ``check``.
+
+        ``input`` is written to its stdin (then closed); without it, its stdin is empty (it never reads the terminal).
+        """
         log.info("run: %s", command.describe())
         try:
             process = subprocess.Popen(
                 list(command.argv),
-                env=child_env,
+                env=self._child_env(command),
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -156,7 +162,7 @@ class Runner:
                 command, f"cannot run: {command.argv[0]} is not installed", missing_program=True
             ) from None
         try:
-            stdout, stderr = process.communicate(timeout=command.timeout)
+            stdout, stderr = process.communicate(input=input, timeout=command.timeout)
         except subprocess.TimeoutExpired:
             _signal_group(process, signal.SIGKILL)
             _drain(process)
@@ -166,6 +172,28 @@ class Runner:
             raise
         result = Result(command, process.returncode, self._masked(command, stdout), self._masked(command, stderr))
         return self._check(result, check)
+
+    def start(self, command: Command, *, capture: bool = False) -> subprocess.Popen[bytes]:
+        """Start ``command`` on this machine in the background and return at once (its timeout does not apply).
+
+        It runs in a session of its own, so Ctrl+C in the terminal does not reach it: the caller ends it. Its stdin
+        is a pipe the caller holds: closing it, or this process dying for any reason, gives the command an EOF.
+        Its stdout and stderr are pipes when ``capture`` (read them, or they fill up), else /dev/null. Its output
+        is not masked: use it for commands that print no secrets.
+        """
+        log.info("start: %s", command.describe())
+        output = subprocess.PIPE if capture else subprocess.DEVNULL
+        try:
+            return subprocess.Popen(
+                list(command.argv),
+                env=self._child_env(command),
+                stdin=subprocess.PIPE,
+                stdout=output,
+                stderr=output,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise self._failed(command, f"cannot run: {command.argv[0]} is not installed") from None
 
     def exec(self, container: Container, command: Command, *, check: bool = True) -> Result:
         """Run ``command`` inside ``container`` (attached: its exit code and output); CommandFailed as ``run``.
