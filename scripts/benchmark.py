@@ -424,7 +424,7 @@ class Results:
 
     def note_run(self, run: PytestRun) -> PytestRun:
         self.peak_rss_mb.append(run.max_rss_mb)
-        if run.summary.get("citus_version", "unknown") != "unknown":
+        if run.summary.get("citus_version") not in (None, "unknown"):
             self.citus = {"image": run.summary["citus_image"], "citus_version": run.summary["citus_version"]}
         return run
 

@@ -31,7 +31,7 @@ from deploycheck.release.ledger import Ledger
 from deploycheck.release.migrations import MigrationError
 from deploycheck.release.running import running_release
 from deploycheck.request.options import RunRequest
-from deploycheck.stack import Stack, citus_version
+from deploycheck.stack import Stack, database_version
 from deploycheck.stages import StageFailed, StageNotApplicable
 from deploycheck.stages import backup as backup_stage
 from deploycheck.stages import citus as citus_stage
@@ -364,7 +364,7 @@ class Deployment:
         def configure() -> None:
             if not self.environment.stack.database.is_citus:
                 raise StageNotApplicable("the database is plain PostgreSQL")
-            self.record.citus_version = citus_stage.configure(self.target)
+            self.record.database_version = citus_stage.configure(self.target)
 
         return self.run_stage("citus", configure)
 
@@ -409,8 +409,8 @@ class Deployment:
             record.release = running_release(self.target, self.ledger) or "unknown (it runs no release of the ledger)"
         stack = Stack.attach(self.target, record.release)
         coordinator = stack.containers.get(self.environment.stack.database.service)
-        if record.mode != "deploy" and coordinator is not None:  # a deploy's images stage knows it already
+        if record.is_citus and record.mode != "deploy" and coordinator is not None:  # a deploy's images stage knows
             record.citus_image = coordinator.attrs.get("Config", {}).get("Image", record.citus_image)
-        if record.citus_version == "unknown":
-            record.citus_version = citus_version(self.target) or "unknown"
+        if record.database_version == "unknown":
+            record.database_version = database_version(self.target) or "unknown"
         return stack

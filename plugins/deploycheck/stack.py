@@ -63,13 +63,13 @@ def database_connection(target: Target, timeout: int = 5) -> Connection:
 coordinator_connection = database_connection
 
 
-def citus_version(target: Target) -> str | None:
-    """What the coordinator's ``citus_version()`` says, or None when it cannot be asked (or it is not Citus)."""
-    if not target.environment.stack.database.is_citus:
-        return None
+def database_version(target: Target) -> str | None:
+    """What the database says it is (the coordinator's ``citus_version()``, or PostgreSQL's ``version()``), or
+    None when it cannot be asked."""
+    query = "SELECT citus_version()" if target.environment.stack.database.is_citus else "SELECT version()"
     try:
         with coordinator_connection(target) as conn:
-            row = conn.execute("SELECT citus_version()").fetchone()
+            row = conn.execute(query).fetchone()
     except (psycopg.Error, NotReachable):
         return None
     return str(row[0]) if row else None

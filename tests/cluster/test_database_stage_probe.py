@@ -73,7 +73,7 @@ def running_spare(spare: Spare) -> Spare:
 
 
 def probe_through(cluster: Cluster, conn: psycopg.Connection[Any]) -> Probe:
-    return lambda workers: citus_problem_through(conn, workers, [Secret(cluster.password, "test")])
+    return lambda workers: citus_problem_through(conn, "coordinator", workers, [Secret(cluster.password, "test")])
 
 
 @pytest.fixture

@@ -34,9 +34,7 @@ def job_summary(record: RunRecord) -> str:
         f"## {icon} deploycheck: {record.environment} {record.outcome}",
         "",
         f"- **Release:** `{record.release}` ({record.mode})",
-        f"- **Citus:** `{record.citus_image}`"
-        + (f" ({_cell(record.citus_image_origin)})" if record.citus_image_origin else ""),
-        f"- **citus_version():** {_cell(record.citus_version)}",
+        f"- **Database:** {_cell(record.database_line)}",
     ]
     if record.interrupted:
         lines.append("- **Interrupted** (Ctrl+C or SIGTERM)")

@@ -59,9 +59,10 @@ class RunRecord:
     environment: str
     mode: Mode
     release: str = "unknown"
-    citus_image: str = "unknown"
+    database_kind: str = "citus"  # the stack contract's: "citus" or "postgres"
+    database_version: str = "unknown"  # what the database says it is: citus_version(), or PostgreSQL's version()
+    citus_image: str = "unknown"  # Citus only
     citus_image_origin: str = ""  # how the Citus image came to be: present, pulled, or built from which source
-    citus_version: str = "unknown"
     compose_project: str = ""
     started_at: float = field(default_factory=time.time)
     finished_at: float = 0.0
@@ -73,6 +74,19 @@ class RunRecord:
     migrations_applied: list[str] = field(default_factory=list)
     backup_folder: str | None = None  # the backup the backup stage took, if a database was running
     backup_bytes: int = 0
+
+    @property
+    def is_citus(self) -> bool:
+        return self.database_kind == "citus"
+
+    @property
+    def database_line(self) -> str:
+        """The database in one line, for the terminal and the job summary."""
+        if self.is_citus:
+            return (
+                f"Citus image: {self.citus_image_origin or self.citus_image}; citus_version(): {self.database_version}"
+            )
+        return f"Database: {self.database_version}"
 
     @property
     def failed_stage(self) -> StageRecord | None:
@@ -120,9 +134,11 @@ class RunRecord:
             "environment": self.environment,
             "mode": self.mode,
             "release": self.release,
-            "citus_image": self.citus_image,
-            "citus_image_origin": self.citus_image_origin,
-            "citus_version": self.citus_version,
+            "database": {"kind": self.database_kind, "version": self.database_version},
+            # Citus's own keys; null for a PostgreSQL stack
+            "citus_image": self.citus_image if self.is_citus else None,
+            "citus_image_origin": self.citus_image_origin if self.is_citus else None,
+            "citus_version": self.database_version if self.is_citus else None,
             "compose_project": self.compose_project,
             "previous_release": self.previous_release,
             "migrations_applied": self.migrations_applied,

@@ -13,13 +13,16 @@ OUTCOME_COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "skipped": "#9e9e9e
 
 def environment_rows(record: RunRecord) -> dict[str, str]:
     """The rows of the report's environment table."""
-    citus = record.citus_image_origin or record.citus_image
+    database = (
+        {"Citus image": record.citus_image_origin or record.citus_image, "citus_version()": record.database_version}
+        if record.is_citus
+        else {"Database": record.database_version}
+    )
     return {
         "Environment": record.environment,
         "Mode": record.mode,
         "Release": record.release,
-        "Citus image": citus,
-        "citus_version()": record.citus_version,
+        **database,
         "Compose project": record.compose_project,
     }
 
@@ -124,7 +127,7 @@ def write_summary_json(record: RunRecord, path: Path) -> None:
 def terminal_lines(record: RunRecord) -> list[str]:
     lines = [
         f"environment {record.environment} ({record.mode}), release {record.release}, outcome {record.outcome.upper()}",
-        f"Citus image: {environment_rows(record)['Citus image']}; citus_version(): {record.citus_version}",
+        record.database_line,
     ]
     for stage in record.stages:
         lines.append(f"  stage {stage.name:<11} {stage.outcome:<8} {stage.seconds:6.2f} s  {stage.reason}".rstrip())

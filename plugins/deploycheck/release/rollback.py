@@ -3,7 +3,7 @@
 - A failed deploy onto a stack whose previous release is in the ledger brings that release back (its images,
   its configuration) for the whole stack, then verifies it: every container healthy, /ready answering 200
   directly and through Nginx, and /version naming the restored release.
-- A failed first deploy has its containers removed; its data volumes are kept unless the environment purges.
+- A failed first deploy has its containers removed; its data volumes are kept unless the environment purges them.
 - When the failed release changed the database (it applied migrations), every node's data is first put back
   to the backup the backup stage took before the deploy changed anything.
 
@@ -74,7 +74,10 @@ def decide(mode: Mode, release: str, failed: bool, facts: Facts, *, keep_failed:
             "leave",
             "not performed: the stack was running before this deploy and no other good release is in the ledger",
         )
-    return Decision("remove", "removing this first deploy's containers; its data volumes are kept")
+    volumes = (
+        "its data volumes are purged (rollback.purge_volumes)" if facts.removes_volumes else "its data volumes are kept"
+    )
+    return Decision("remove", f"removing this first deploy's containers; {volumes}")
 
 
 class RollbackFailed(Exception):

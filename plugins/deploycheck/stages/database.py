@@ -1,4 +1,5 @@
-"""Database: coordinator and workers up and healthy (their healthcheck), a real query, citus loaded on each."""
+"""Database: its services up and healthy (their healthcheck) and a real query answered; on Citus, the
+coordinator and every worker, with citus loaded on each."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ UNREACHABLE_GRACE_SECONDS = 5  # a worker the coordinator cannot reach yet (its 
 
 
 def start(target: Target, compose: Compose, early: Sequence[str]) -> None:
-    """The nodes up and healthy, and the citus extension loaded on each.
+    """The nodes up and healthy and answering a query; on Citus, the citus extension loaded on each.
 
     ``early``: services started by the same `compose up` so that their start overlaps the database's (on a
     first deploy: the API and Nginx); their own stages still wait for them after the migrations, and meanwhile
@@ -38,7 +39,7 @@ def start(target: Target, compose: Compose, early: Sequence[str]) -> None:
 
     def settled() -> tuple[NodeProblem | None] | None:
         # Healthy nodes answer at once; a worker that the coordinator cannot reach yet gets a few seconds.
-        problem = citus_extension_problem(target)
+        problem = database_problem(target)
         if problem is not None and problem.unreachable:
             last[:] = [problem]
             return None
@@ -60,20 +61,26 @@ class NodeProblem:
     unreachable: bool = False  # from the coordinator: may pass once the worker's name resolves
 
 
-def citus_extension_problem(target: Target) -> NodeProblem | None:
-    """A real query on every node, through the coordinator (one connection, instead of a `docker exec` per
-    node: ~0.2 s): the first node whose citus extension is not loaded or that does not answer; None if none."""
+def database_problem(target: Target) -> NodeProblem | None:
+    """A real query on every node, through the coordinator on Citus (one connection, instead of a `docker exec`
+    per node: ~0.2 s): the first node that does not answer or whose citus extension is not loaded; None if none."""
     environment = target.environment
+    database = environment.stack.database
     try:
         with coordinator_connection(target) as conn:
-            return citus_problem_through(conn, environment.worker_services, environment.all_secrets)
+            if not database.is_citus:
+                conn.execute("SELECT 1").fetchone()
+                return None
+            return citus_problem_through(conn, database.service, environment.worker_services, environment.all_secrets)
     except psycopg.Error as error:
         first_line = mask_text(str(error).strip().splitlines()[0], environment.all_secrets)
-        return NodeProblem("coordinator", f"the coordinator did not answer a query: {first_line}")
+        return NodeProblem(database.service, f"the database did not answer a query: {first_line}")
 
 
-def citus_problem_through(conn: Connection, workers: list[str], secrets: list[Secret]) -> NodeProblem | None:
-    """`citus_extension_problem` on an open coordinator connection, in its database.
+def citus_problem_through(
+    conn: Connection, coordinator: str, workers: list[str], secrets: list[Secret]
+) -> NodeProblem | None:
+    """`database_problem` of a Citus cluster, on an open connection to its coordinator (service ``coordinator``).
 
     ``citus_version()`` fails on a node where citus is not loaded ("Citus can only be loaded via
     shared_preload_libraries") even though pg_extension lists it, so every node is asked that; psycopg errors
@@ -86,7 +93,7 @@ def citus_problem_through(conn: Connection, workers: list[str], secrets: list[Se
         if isinstance(error, psycopg.OperationalError):
             raise
         words = mask_text(str(error).strip().splitlines()[0], secrets)
-        return NodeProblem("coordinator", f"citus does not answer in database {conn.info.dbname}: {words}")
+        return NodeProblem(coordinator, f"citus does not answer in database {conn.info.dbname}: {words}")
     # Citus's own fan-out; the workers are not registered yet, so it is given their addresses.
     rows = conn.execute(
         "SELECT node_name, success, result FROM master_run_on_worker(%s, %s, %s, true)",
