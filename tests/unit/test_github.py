@@ -70,3 +70,20 @@ def test_no_github_output_outside_github_actions(
     result = suite.runpytest("--deploy=local", "-p", "no:cacheprovider")
     assert result.ret == 1
     assert not [line for line in result.stdout.lines if line.startswith("::error")]
+
+
+@pytest.mark.parametrize(
+    ("kind", "line", "citus_keys"),
+    [
+        ("citus", "Citus image: citusdata/citus:13.2; citus_version(): Citus 13.2.2", "Citus 13.2.2"),
+        ("postgres", "Database: PostgreSQL 15.18", None),
+    ],
+)
+def test_the_database_is_named_as_what_it_is(kind: str, line: str, citus_keys: str | None) -> None:
+    version = "Citus 13.2.2" if kind == "citus" else "PostgreSQL 15.18"
+    image = "citusdata/citus:13.2" if kind == "citus" else ""
+    record = RunRecord(environment="ci", mode="deploy", database_kind=kind, database_version=version, citus_image=image)
+    assert f"- **Database:** {line}" in job_summary(record)
+    summary = record.summary()
+    assert summary["database"] == {"kind": kind, "version": version}
+    assert summary["citus_version"] == citus_keys
