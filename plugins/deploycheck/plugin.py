@@ -15,6 +15,7 @@ import os
 import signal
 import time
 from collections.abc import Generator
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -24,7 +25,7 @@ import pytest
 from deploycheck import hookspecs
 from deploycheck.deployment import Deployment
 from deploycheck.engine import citus
-from deploycheck.engine.compose import ModelUnreadable, read_model
+from deploycheck.engine.compose import ComposeModel, ModelUnreadable, read_model
 from deploycheck.engine.containers import evidence
 from deploycheck.engine.target import LocalTarget, Target
 from deploycheck.record import github, history, reporting
@@ -39,6 +40,7 @@ from deploycheck.stack import Stack
 
 PLUGIN_NAME = "deploycheck-run"
 FIXTURE_MODULES = ("deploycheck.fixtures.stages", "deploycheck.fixtures.stack")
+INERT_FIXTURES = "deploycheck.fixtures.inert"  # without a deployment asked for
 EXIT_ROLLBACK_FAILED = 6  # documented in the README: the deploy failed and so did its rollback
 
 
@@ -109,6 +111,55 @@ def _request(config: pytest.Config, name: str) -> tuple[RunRequest, Environment]
     return request, environment
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """A run that passed every check of what it asks, before anything is written (``pytest_cmdline_main``)."""
+
+    request: RunRequest
+    environment: Environment
+    target: Target
+    model: ComposeModel
+
+
+ACCEPTED = pytest.StashKey[Accepted]()
+
+
+def _accept(config: pytest.Config, name: str) -> Accepted:
+    """The run asked for, or a UsageError: its request, its environment file and its Compose model."""
+    try:
+        request, environment = _request(config, name)
+    except (ConfigError, LedgerError, GeneratedSecretError) as error:
+        raise pytest.UsageError(str(error)) from None
+    made = config.hook.pytest_deploycheck_make_target(environment=environment)
+    target: Target = made if made is not None else LocalTarget(environment)
+    try:
+        model = read_model(environment, target.runner, request.release)
+    except ModelUnreadable as error:
+        raise pytest.UsageError(str(error)) from None
+    return Accepted(request, environment, target, model)
+
+
+def _environment_asked(config: pytest.Config) -> str:
+    return str(config.getoption("deploy") or config.getini("deploycheck_environment") or "")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """A run is accepted or refused here, before pytest-html and junitxml configure (and create their folders):
+    a refused run writes nothing. An accepted one writes its HTML report and JUnit XML, in reports/ unless told
+    where."""
+    name = _environment_asked(config)
+    if config.option.help or not name:
+        return
+    config.stash[ACCEPTED] = _accept(config, name)
+    reports = config.rootpath / "reports"
+    if not config.option.xmlpath:
+        config.option.xmlpath = str(reports / "junit.xml")
+    if hasattr(config.option, "htmlpath") and not config.option.htmlpath:  # unless -p no:html
+        config.option.htmlpath = str(reports / "report.html")
+        config.option.self_contained_html = True
+
+
 @pytest.hookimpl(trylast=True)  # after pytest-metadata's configure: the environment table is there to fill
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "smoke: a fast check, selected with -m smoke for post-deploy smoke runs")
@@ -116,20 +167,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "evidence(*services): whose state and logs a failure of these checks carries ('workers': all)"
     )
-    name = config.getoption("deploy") or config.getini("deploycheck_environment")
-    if config.option.help or not name:
+    if config.option.help:
         return
-    try:
-        request, environment = _request(config, str(name))
-    except (ConfigError, LedgerError, GeneratedSecretError) as error:
-        raise pytest.UsageError(str(error)) from None
+    accepted = config.stash.get(ACCEPTED, None)
+    if accepted is None:
+        config.pluginmanager.import_plugin(INERT_FIXTURES)
+        return
     for module in FIXTURE_MODULES:
         config.pluginmanager.import_plugin(module)
-    _collect_checks(config, environment)
-    try:
-        run = Run(config, request, environment)
-    except ModelUnreadable as error:
-        raise pytest.UsageError(str(error)) from None
+    _collect_checks(config, accepted.environment)
+    run = Run(config, accepted)
     config.pluginmanager.register(run, PLUGIN_NAME)
     config.pluginmanager.register(HistoryKeeper(run), f"{PLUGIN_NAME}-history")
 
@@ -196,7 +243,8 @@ def _evidence_services(item: pytest.Item, environment: Environment) -> list[str]
 class Run:
     """One run of deploycheck: what was asked, the run record, the deployment, and the reports at the end."""
 
-    def __init__(self, config: pytest.Config, request: RunRequest, environment: Environment) -> None:
+    def __init__(self, config: pytest.Config, accepted: Accepted) -> None:
+        request, environment = accepted.request, accepted.environment
         self.config = config
         self.request = request
         self.environment = environment
@@ -204,12 +252,12 @@ class Run:
             environment=environment.name,
             mode=request.mode,
             release=request.release,
-            citus_image=environment.citus_image,
+            database_kind=environment.stack.database.kind,
+            citus_image=environment.citus_image if environment.stack.database.is_citus else "",
             compose_project=environment.compose_project,
         )
-        made = config.hook.pytest_deploycheck_make_target(environment=environment)
-        self.target: Target = made if made is not None else LocalTarget(environment)
-        self.model = read_model(environment, self.target.runner, request.release)
+        self.target = accepted.target
+        self.model = accepted.model
         self.deployment = Deployment(request, self.target, self.model, self.record, self.say)
         self._previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
         self._update_metadata()

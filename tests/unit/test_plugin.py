@@ -189,9 +189,11 @@ def test_the_sigterm_handler_is_restored_when_the_run_ends(
 
 
 def test_without_a_run_asked_for_the_plugin_is_inert(suite: pytest.Pytester) -> None:
-    result = suite.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(errors=12)  # its fixtures are not there: nothing deploys by accident
-    assert "fixture 'stack' not found" in result.stdout.str()
+    result = suite.runpytest("-p", "no:cacheprovider", "-rs")
+    # The stage tests' fixtures are not there: nothing deploys by accident; a check asking for the stack skips.
+    result.assert_outcomes(errors=9, skipped=3)
+    assert "fixture 'stage_preflight' not found" in result.stdout.str()
+    assert result.stdout.str().count("a deploy check: it runs with pytest --deploy=ENV") == 3
     assert not (suite.path / "reports").exists() and not commands_run(suite)
 
 
@@ -271,6 +273,17 @@ def test_usage_errors_are_one_sentence_without_traceback(
 )
 def test_rollback_decision(mode: Any, release: str, failed: bool, facts: Facts, keep_failed: bool, action: str) -> None:
     assert decide(mode, release, failed, facts, keep_failed=keep_failed).action == action
+
+
+def test_a_deploy_run_writes_its_html_report_and_junit_xml_where_none_is_asked_for(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_SCENARIO", "stack-running")
+    result = suite.runpytest("--deploy=local", "--verify-only", "-p", "no:cacheprovider")
+    assert result.ret == 0
+    junit = (suite.path / "reports" / "junit.xml").read_text()
+    assert 'name="test_check_one"' in junit
+    assert "deploycheck-stages" in (suite.path / "reports" / "report.html").read_text()
 
 
 def test_secret_values_do_not_reach_the_reports_or_the_output(
