@@ -1,0 +1,62 @@
+"""parcels after a deploy: a parcel and its scan go through the edge and come back whole; the data is laid out
+as the tracker expects on either database; the containers run as built."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from deploycheck.stack import Stack
+
+TIMEOUT = 10
+
+
+def test_parcel_round_trip_through_the_edge(
+    tracker_api: requests.Session, edge_api: str, created_parcels: list[int]
+) -> None:
+    created = tracker_api.post(f"{edge_api}/parcels", json={"recipient": "Ada", "city": "Lyon"}, timeout=TIMEOUT)
+    assert created.status_code == 201, created.text[:300]
+    parcel = created.json()
+    created_parcels.append(parcel["id"])
+    assert created.headers["X-Served-By"] == "parcels-edge"
+
+    read = tracker_api.get(f"{edge_api}/parcels/{parcel['id']}", timeout=TIMEOUT)
+    assert read.status_code == 200, read.text[:300]
+    assert {k: read.json().get(k) for k in ("recipient", "city")} == {"recipient": "Ada", "city": "Lyon"}
+
+    scan = tracker_api.post(f"{edge_api}/parcels/{parcel['id']}/scans", json={"location": "Lyon hub"}, timeout=TIMEOUT)
+    assert scan.status_code == 201, scan.text[:300]
+    scans = tracker_api.get(f"{edge_api}/parcels/{parcel['id']}/scans", timeout=TIMEOUT).json()
+    assert [s["location"] for s in scans] == ["Lyon hub"]
+
+
+def test_unknown_parcel_is_the_trackers_own_404(tracker_api: requests.Session, edge_api: str) -> None:
+    response = tracker_api.get(f"{edge_api}/parcels/987654321", timeout=TIMEOUT)
+    assert response.status_code == 404
+    assert response.json() == {"detail": "parcel 987654321 not found"}
+
+
+def test_parcels_and_scans_are_colocated_on_citus(stack: Stack, database) -> None:  # type: ignore[no-untyped-def]
+    if stack.environment.database.kind != "citus":
+        pytest.skip("not applicable: parcels runs on PostgreSQL here")
+    rows = database.execute(
+        "SELECT logicalrelid::text, colocationid FROM pg_dist_partition "
+        "WHERE logicalrelid IN ('parcels'::regclass, 'scans'::regclass) ORDER BY 1"
+    ).fetchall()
+    assert [name for name, _ in rows] == ["parcels", "scans"]
+    assert rows[0][1] == rows[1][1], f"parcels and scans are not colocated: {rows}"
+
+
+def test_tracker_runs_as_its_own_user(host) -> None:  # type: ignore[no-untyped-def]
+    """testinfra inside the tracker's container."""
+    tracker = host("tracker")
+    assert tracker.check_output("id -u") == "10100"
+    assert tracker.file("/srv/tracker/parcels_tracker/web.py").exists
+
+
+def test_edge_is_published_where_pytest_docker_finds_it(docker_services, stack: Stack) -> None:  # type: ignore[no-untyped-def]
+    """pytest-docker's view of the deployed stack: the edge's published port answers its ping."""
+    port = docker_services.port_for("edge", 8080)
+    response = requests.get(f"http://{stack.address('edge', 8080)[0]}:{port}/edge-ping", timeout=TIMEOUT)
+    assert response.status_code == 200
+    assert response.text == "pong"

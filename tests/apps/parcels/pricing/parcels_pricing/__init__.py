@@ -1,0 +1,1 @@
+"""parcels pricing: shipping quotes by weight (stateless)."""
