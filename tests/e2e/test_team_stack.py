@@ -161,7 +161,8 @@ def test_a_teams_stack_deploys_and_its_broken_release_is_rolled_back(team_repo: 
     assert summary["database"]["kind"] == team_repo.environment
     expected = {
         "test_parcel_round_trip_through_the_edge": "passed",
-        "test_unknown_parcel_is_the_trackers_own_404": "passed",
+        "test_unknown_parcel_is_the_trackers_own_404[direct]": "passed",
+        "test_unknown_parcel_is_the_trackers_own_404[proxy]": "passed",
         "test_parcels_and_scans_are_colocated_on_citus": "passed" if team_repo.environment == "citus" else "skipped",
         "test_tracker_runs_as_its_own_user": "passed",
         "test_edge_is_published_where_pytest_docker_finds_it": "passed",

@@ -30,8 +30,9 @@ def test_parcel_round_trip_through_the_edge(
     assert [s["location"] for s in scans] == ["Lyon hub"]
 
 
-def test_unknown_parcel_is_the_trackers_own_404(tracker_api: requests.Session, edge_api: str) -> None:
-    response = tracker_api.get(f"{edge_api}/parcels/987654321", timeout=TIMEOUT)
+@pytest.mark.parametrize("via", ["direct", "proxy"])
+def test_unknown_parcel_is_the_trackers_own_404(service_http, via: str) -> None:  # type: ignore[no-untyped-def]
+    response = service_http("tracker", via).get("/parcels/987654321", timeout=TIMEOUT)
     assert response.status_code == 404
     assert response.json() == {"detail": "parcel 987654321 not found"}
 
