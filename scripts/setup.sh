@@ -95,6 +95,11 @@ if [ "$FOR_TESTS" = 1 ] && ! have chromium; then
   say "installing Debian's chromium (the HTML report is tested in a real headless browser)"
   apt_install chromium
 fi
+if [ "$FOR_TESTS" = 1 ] && { ! have ssh || ! have ssh-keygen || ! have docker-registry; }; then
+  # deploys to a server are tested against a real SSH server (a container) and a real registry on loopback
+  say "installing OpenSSH's client and Debian's docker-registry (for the tests of deploys to a server)"
+  apt_install openssh-client docker-registry
+fi
 
 # --- 3. Python environment with pinned dependencies ------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then

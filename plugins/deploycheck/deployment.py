@@ -13,17 +13,21 @@ here (``rollback.Facts``), not in the record: the record is what happened, for t
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import pytest
 
+from deploycheck.engine.commands import CommandFailed
 from deploycheck.engine.compose import ComposeModel
-from deploycheck.engine.target import Target
+from deploycheck.engine.ssh import SSHError
+from deploycheck.engine.target import DeployLock, EngineUnreachable, Target
 from deploycheck.record.record import Mode, RunRecord, StageRecord
 from deploycheck.release import lock, redeploy, rollback
 from deploycheck.release.backup import Backup
@@ -101,7 +105,7 @@ class StageResult(Generic[T]):
 class _Lifetime:
     """What this deployment did, as its end must know it (never read by the reports)."""
 
-    lock: lock.HeldLock | None = None  # the stack's deploy lock, while this run holds it
+    lock: DeployLock | None = None  # the stack's deploy lock, while this run holds it
     started_entry: bool = False
     facts: rollback.Facts = field(default_factory=rollback.Facts)
 
@@ -129,7 +133,12 @@ class Deployment:
         recorded, timed step, reported with preflight); every other request keeps its mode."""
         if self.request.mode != "deploy":
             return self.plan_
-        why = self._step("plan", lambda: redeploy.why_redeploy(self.target, self.model, self.request.release))
+
+        def decide() -> str | None:
+            self._state("pull")  # a snapshot of the stack's history (the lock, taken later, reads it again)
+            return redeploy.why_redeploy(self.target, self.model, self.request.release)
+
+        why = self._step("plan", decide)
         release = self.request.release
         if why is None:
             self.plan_ = Plan.of("already-current", "nothing to change")
@@ -171,6 +180,8 @@ class Deployment:
                 passed = record.outcome == "passed" and record.mode == "deploy"
                 outcome = "passed" if passed else "interrupted" if record.interrupted else "failed"
                 self.ledger.finish(record.release, outcome, record.migrations_applied, passed)
+            if life.lock is not None:
+                self._state_at_the_end()
         finally:
             if life.lock is not None:
                 life.lock.release()
@@ -182,6 +193,28 @@ class Deployment:
             self.say(f"[deploycheck] rollback: {record.rollback.outcome} in {record.rollback.seconds:.1f} s")
             for action in record.rollback.actions:
                 self.say(f"[deploycheck]   {action}")
+
+    def _state(self, how: Literal["pull", "push"], backup: Path | None = None) -> None:
+        """The stack's state (ledger, configurations, backups) read from, or written to, where its target keeps
+        it (a server keeps its own; a local engine's is the state folder itself)."""
+        try:
+            if how == "pull":
+                self.target.state.pull()
+            else:
+                self.target.state.push(backup)
+        except (CommandFailed, EngineUnreachable, SSHError) as error:
+            raise StageFailed(f"the stack's state on {self.target.where} could not be {how}ed: {error}") from None
+
+    def _state_at_the_end(self) -> None:
+        """The ledger's last word written back before the lock is let go; said loudly when it cannot be."""
+        try:
+            self.target.state.push()
+            self.target.state.end()
+        except (CommandFailed, EngineUnreachable, SSHError) as error:
+            self.say(
+                f"[deploycheck] WARNING: the ledger of this run could not be written to {self.target.where} ({error});"
+                " the next run finds the release in progress there and repairs it"
+            )
 
     # --- running a stage ----------------------------------------------------------------------------------
 
@@ -251,6 +284,8 @@ class Deployment:
             preflight_stage.engine_ready(self.target)
             if not verify_only:
                 self._take_lock()
+            self._state("pull")  # the stack's history as its host keeps it, read under the lock
+            if not verify_only:
                 current = self.ledger.current()
                 self.record.previous_release = current.id if current is not None else None
                 self._life.facts = replace(self._life.facts, previous_release=self.record.previous_release)
@@ -314,8 +349,15 @@ class Deployment:
                     images.citus.reference,
                     images.citus.describe(),
                 )
+            shipped = images.shipped
+            self.record.image_transfer = dataclasses.asdict(shipped)
+            if shipped.images:
+                self.say(
+                    f"[deploycheck] images: {shipped.images} sent to {self.target.where} in {shipped.seconds:.1f} s"
+                )
             self.ledger.start(images.entry)
             self._life.started_entry = True
+            self._state("push")  # a run killed from here on leaves its host what the next run repairs
             self._life.facts = replace(self._life.facts, compose=images.compose)
             return images
 
@@ -328,6 +370,7 @@ class Deployment:
                 self.say("[deploycheck] backup: no database is running yet, nothing to back up")
                 return None
             self.record.backup_folder, self.record.backup_bytes = str(taken.folder), taken.bytes
+            self._state("push", taken.folder)
             self._life.facts = replace(self._life.facts, backup=taken)
             self.say(
                 f"[deploycheck] backup: {taken.bytes / 2**20:.1f} MiB of {len(taken.services)} nodes in {taken.folder}"

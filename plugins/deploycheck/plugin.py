@@ -25,9 +25,10 @@ import pytest
 from deploycheck import hookspecs
 from deploycheck.deployment import Deployment
 from deploycheck.engine import citus
+from deploycheck.engine.commands import Runner
 from deploycheck.engine.compose import ComposeModel, ModelUnreadable, read_model
 from deploycheck.engine.containers import evidence
-from deploycheck.engine.target import LocalTarget, Target
+from deploycheck.engine.target import Target, make_target
 from deploycheck.record import github, history, reporting
 from deploycheck.record.record import CheckRecord, RunRecord
 from deploycheck.release.ledger import Ledger, LedgerError
@@ -90,13 +91,15 @@ def _request(config: pytest.Config, name: str) -> tuple[RunRequest, Environment]
     environment = load(path, name)
     rollback_to = config.getoption("rollback_to")
     mode = options.mode_of(bool(config.getoption("verify_only")), rollback_to)
-    if mode != "verify-only":  # a damaged ledger stops a run before it changes anything; verifying needs none
+    # A damaged ledger stops a run before it changes anything (verifying needs none). A server's stack keeps its
+    # ledger on the server: it is read there, under the lock, at preflight.
+    if mode != "verify-only" and not environment.on_server:
         Ledger(environment.ledger_file).check()
     given = config.getoption("release")
     if rollback_to is not None:
         release = options.valid_release(str(rollback_to), "--rollback-to")
         known = [r.id for r in Ledger(environment.ledger_file).releases() if r.outcome == "passed"]
-        if release not in known:
+        if release not in known and not environment.on_server:
             choices = ", ".join(dict.fromkeys(reversed(known))) or "none yet"
             raise ConfigError(
                 f"release '{release}' never deployed green in environment '{environment.name}': "
@@ -105,7 +108,7 @@ def _request(config: pytest.Config, name: str) -> tuple[RunRequest, Environment]
     elif given is not None:
         release = options.valid_release(str(given))
     else:
-        release = options.release_from_git(environment.folder, LocalTarget(environment).runner)
+        release = options.release_from_git(environment.folder, Runner())
     source = citus.source_from(config.getoption("citus_source"), dict(os.environ))
     request = RunRequest(name, path, mode, release, bool(config.getoption("keep_failed")), source)
     return request, environment
@@ -131,7 +134,7 @@ def _accept(config: pytest.Config, name: str) -> Accepted:
     except (ConfigError, LedgerError, GeneratedSecretError) as error:
         raise pytest.UsageError(str(error)) from None
     made = config.hook.pytest_deploycheck_make_target(environment=environment)
-    target: Target = made if made is not None else LocalTarget(environment)
+    target: Target = made if made is not None else make_target(environment)
     try:
         model = read_model(environment, target.runner, request.release)
     except ModelUnreadable as error:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import docker.errors
 
 from deploycheck.engine.commands import Command, CommandFailed, Result, Runner
 from deploycheck.engine.containers import PROJECT_LABEL, SERVICE_LABEL
+from deploycheck.engine.target import Builder, LocalState, Shipped
 from deploycheck.release import lock
 from deploycheck.request.environment import Environment
 
@@ -186,9 +187,22 @@ class FakeTarget:
                 container = FakeContainer(environment.compose_project, service, ports.get(service), 47100 + index)
                 self._docker.containers.running.append(container)
 
+    where = "this machine"
+    state = LocalState()
+
     @property
     def docker(self) -> Any:
         return self._docker
+
+    @property
+    def builder(self) -> Builder:
+        return Builder(self._docker, self.runner)
+
+    def ship(self, references: Sequence[str], say: Callable[[str], None]) -> Shipped:
+        return Shipped(0, 0, 0.0, "none needed")
+
+    def disk_space(self, docker_root: str) -> list[tuple[str, str, float | None]]:
+        return [("the state folder", str(self.environment.state_dir), 100.0)]
 
     def new_docker_client(self) -> Any:
         return self._docker

@@ -116,7 +116,9 @@ def test_an_engine_that_does_not_answer_fails_preflight_and_changes_nothing(
     data = summary(suite)
     failed = [s for s in data["stages"] if s["outcome"] == "failed"]
     assert [s["name"] for s in failed] == ["preflight"]
-    assert failed[0]["reason"].startswith("the Docker engine does not answer (Error while fetching server API")
+    assert failed[0]["reason"].startswith(
+        "the Docker engine of this machine does not answer (Error while fetching server API"
+    )
     assert data["rollback"]["outcome"] == "not needed: the run failed before it changed anything"
     assert not (state_dir(suite) / "ledger.json").exists() and not lock_files(suite)
 

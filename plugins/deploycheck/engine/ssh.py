@@ -586,6 +586,72 @@ class SSHConnection:
             raise CommandFailed(command, f"on {self.name} exited with {result.returncode}: {output}", shown)
         return result
 
+    def stream(
+        self,
+        argv: Sequence[str],
+        *,
+        send: Callable[[IO[bytes]], None] | None = None,
+        receive: Callable[[IO[bytes]], None] | None = None,
+        timeout: float = COMMAND_TIMEOUT,
+    ) -> None:
+        """``argv`` on the server with binary data: ``send`` writes its stdin (closed after), ``receive`` reads its
+        stdout (e.g. a tar stream); CommandFailed on a non-zero exit or after ``timeout``, SSHError when SSH fails."""
+        if self._master is None:
+            raise SSHError(f"the SSH connection to {self.name} is not open: open() it first")
+        command = session_command(
+            self.destination, self.ssh_args, self.control_path, argv, stdin=send is not None, timeout=timeout
+        )
+        shown = mask_text(shlex.join(argv), self.runner.secrets)
+        process = self.runner.start(command, capture=True)
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+        errors: list[bytes] = []
+        failures: list[BaseException] = []
+
+        def feed() -> None:
+            try:
+                if send is not None:
+                    send(process.stdin)  # type: ignore[arg-type]
+            except BaseException as error:  # the command ended early (its error says why) or ``send`` failed
+                failures.append(error)
+            finally:
+                with contextlib.suppress(OSError):
+                    process.stdin.close()  # type: ignore[union-attr]
+
+        def drain() -> None:
+            errors.append(process.stderr.read())  # type: ignore[union-attr]
+
+        threads = [threading.Thread(target=feed, daemon=True), threading.Thread(target=drain, daemon=True)]
+        for thread in threads:
+            thread.start()
+        try:
+            if receive is not None:
+                receive(process.stdout)
+            else:
+                process.stdout.read()
+            code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise CommandFailed(command, f"on {self.name} did not finish within {timeout:g} s", shown) from None
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            for thread in threads:
+                thread.join(timeout=5)
+            _close(process)
+        error = mask_text(b"".join(errors).decode(errors="replace"), self.runner.secrets)
+        if code == 255 and (_transport_words(error) or not self.alive()):
+            if not self.alive():
+                raise self._gone()
+            _, _, line = diagnose(error)
+            raise SSHError(f"a transfer on the SSH connection to {self.name} failed{_said(line)}; check the server")
+        if code != 0:
+            raise CommandFailed(command, f"on {self.name} exited with {code}: {error.strip()[-1500:]}", shown)
+        if failures and not isinstance(failures[0], BrokenPipeError):
+            raise failures[0]
+
     # --- forwards ----------------------------------------------------------------------------------------------
 
     def forward(self, remote_port: int, *, remote_host: str = "127.0.0.1", local_port: int | None = None) -> int:

@@ -72,6 +72,9 @@ class RunRecord:
     rollback: RollbackRecord = field(default_factory=RollbackRecord)
     previous_release: str | None = None  # the ledger's current release when this run started
     migrations_applied: list[str] = field(default_factory=list)
+    image_transfer: dict[str, Any] = field(
+        default_factory=dict
+    )  # images put on the stack's engine: count, bytes, seconds, via
     backup_folder: str | None = None  # the backup the backup stage took, if a database was running
     backup_bytes: int = 0
 
@@ -142,6 +145,7 @@ class RunRecord:
             "compose_project": self.compose_project,
             "previous_release": self.previous_release,
             "migrations_applied": self.migrations_applied,
+            "image_transfer": self.image_transfer,
             "backup": {"folder": self.backup_folder, "bytes": self.backup_bytes},
             "outcome": self.outcome,
             "interrupted": self.interrupted,

@@ -40,7 +40,8 @@ def why_redeploy(target: Target, model: ComposeModel, release: str) -> str | Non
         if set(model.names) != set(current.image_ids):
             return f"the stack's services are not those release {release} ran"
         database = environment.stack.database
-        engine = str(client.info().get("ID", "local"))
+        builder = target.builder  # where the images were built and had (on a server's stack: this machine)
+        engine = str(builder.docker.info().get("ID", "local"))
         remembered = citus.Remembered(environment.images_state_file)
         for name, service in model.services.items():
             if service.build_context is not None:
@@ -50,7 +51,7 @@ def why_redeploy(target: Target, model: ComposeModel, release: str) -> str | Non
                 resolved = remembered.get(engine, model.services[database.service].image)
                 if resolved is None or resolved.image_id != current.image_ids[name]:
                     return f"the Citus image of {name} is not the build release {release} ran"
-            elif _image_id(client, service.image) != current.image_ids[name]:
+            elif _image_id(builder.docker, service.image) != current.image_ids[name]:
                 return f"the image {service.image} of {name} is not the one release {release} ran"
         containers = project_containers(client, environment.compose_project)
         starting = []

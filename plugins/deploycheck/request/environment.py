@@ -89,6 +89,54 @@ def _variables(values: Mapping[str, str]) -> str | None:
     return None if bad is None else f"has '{bad}', which is not a variable name"
 
 
+def _docker_host(value: str) -> str | None:
+    if value == "" or value.startswith(("unix://", "tcp://")):
+        return None
+    if not value.startswith("ssh://"):
+        return f"'{value}' must be \"\" (the local engine), unix://PATH, tcp://HOST:PORT or ssh://USER@HOST:PORT"
+    from deploycheck.engine.ssh import SSHError, parse_destination  # the transport's own reading of the address
+
+    try:
+        parse_destination(value)
+    except SSHError as error:
+        return str(error).rstrip(".")
+    return None
+
+
+def _server_folder(value: str) -> str | None:
+    if not value or any(c in value for c in "\n\r\x00") or value.startswith("~"):
+        return f"'{value}' must be a folder on the server: absolute, or relative to the SSH user's home (no '~')"
+    return None
+
+
+def _registry(value: str) -> str | None:
+    if value == "" or re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?", value):
+        return None
+    return f"'{value}' must be a registry's HOST or HOST:PORT (like 127.0.0.1:5000), or \"\" to ship images over SSH"
+
+
+@dataclass(frozen=True)
+class Server:
+    """A stack on a server (``docker_host = "ssh://..."``): how it is reached, where its truth and images live."""
+
+    ssh_config: Path | None = setting(
+        "an ssh config file for this server (ssh -F FILE); default: your own ssh configuration", default=None
+    )
+    state_dir: str = setting(
+        "the folder on the server holding the stack's lock, ledger, configurations and backups (relative: to the "
+        "SSH user's home)",
+        default=".deploycheck",
+        check=_server_folder,
+    )
+    registry: str = setting(
+        "a registry the images go through (HOST:PORT; one on this machine's loopback is reached from the server "
+        'through the SSH connection); "" = the images the server lacks are shipped over SSH',
+        default="",
+        check=_registry,
+    )
+    copy_backups: bool = setting("keep a copy of each backup on this machine too", default=False)
+
+
 # --- the stack contract -------------------------------------------------------------------------------------
 
 
@@ -274,7 +322,12 @@ class Environment:
     migrations_dir: Path | None = setting(
         "the folder of SQL migrations, applied in name order (optional)", default=None
     )
-    docker_host: str = setting('the engine to use; "" is the local one (DOCKER_HOST or the default socket)', default="")
+    docker_host: str = setting(
+        'the engine to use: "" is the local one (DOCKER_HOST or the default socket); ssh://USER@HOST:PORT a server',
+        default="",
+        check=_docker_host,
+    )
+    server: Server = setting("for a docker_host on ssh://: how the server is reached and keeps state", default=Server())
     citus_image: str = setting(
         "the Citus image the stack's CITUS_IMAGE names; where it cannot be pulled, real Citus is built from a "
         "source archive (--citus-source)",
@@ -306,6 +359,11 @@ class Environment:
     file: Path
     state_dir: Path
     secret_values: Mapping[str, Secret] = field(repr=False)
+
+    @property
+    def on_server(self) -> bool:
+        """The stack runs on a server reached over SSH (``docker_host = "ssh://..."``)."""
+        return self.docker_host.startswith("ssh://")
 
     @property
     def folder(self) -> Path:
@@ -443,6 +501,9 @@ def _check_contract(where: str, environment: Environment) -> None:
             raise ConfigError(f"{where}: compose file {compose_file} does not exist; correct compose_files.")
     if environment.migrations_dir is not None and not environment.migrations_dir.is_dir():
         raise ConfigError(f"{where}: migrations_dir {environment.migrations_dir} is not a folder; correct it.")
+    ssh_config = environment.server.ssh_config
+    if ssh_config is not None and not ssh_config.is_file():
+        raise ConfigError(f"{where}: server.ssh_config {ssh_config} does not exist; correct it or remove it.")
     for module in environment.check_modules:
         if not module.exists():
             raise ConfigError(f"{where}: check module {module} does not exist; correct check_modules.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 
 import docker
@@ -19,7 +18,7 @@ MIN_FREE_DISK_GB = 2
 
 
 def engine_ready(target: Target) -> None:
-    """The engine answers, Compose v2 is there, and the disks of the state folder and of Docker have room."""
+    """The engine answers, Compose v2 is there, and the disks the deploy writes to have room."""
     try:
         client = target.docker
         client.ping()
@@ -28,7 +27,8 @@ def engine_ready(target: Target) -> None:
         raise StageFailed(str(error)) from None
     except docker.errors.DockerException as error:
         raise StageFailed(
-            f"the Docker engine does not answer ({error}): start it (scripts/setup.sh does) and run again"
+            f"the Docker engine of {target.where} does not answer ({error}): start it and run again (on this "
+            "machine, scripts/setup.sh does)"
         ) from None
     try:
         version = target.runner.run(commands.compose_version()).stdout.strip()
@@ -36,13 +36,8 @@ def engine_ready(target: Target) -> None:
         raise StageFailed(f"Compose v2 is missing ({error}): run scripts/setup.sh, which installs it") from None
     if not version.lstrip("v").startswith("2."):
         raise StageFailed(f"Compose v2 is needed, found {version}: run scripts/setup.sh, which installs it")
-    state_dir = target.environment.state_dir
-    for label, path in (("the project", str(state_dir.parent.parent)), ("Docker", docker_root)):
-        try:
-            free_gb = shutil.disk_usage(path).free / 2**30
-        except OSError:
-            continue
-        if free_gb < MIN_FREE_DISK_GB:
+    for label, path, free_gb in target.disk_space(docker_root):
+        if free_gb is not None and free_gb < MIN_FREE_DISK_GB:
             raise StageFailed(
                 f"only {free_gb:.1f} GiB is free on the disk of {label} ({path}); free at least {MIN_FREE_DISK_GB} GiB"
             )
@@ -86,6 +81,7 @@ def ports_free(target: Target, model: ComposeModel, found: StackFound) -> None:
     for where, port in model.host_ports().items():
         if port not in found.published_ports and not target.port_is_free(port):
             raise StageFailed(
-                f"port {port} ({where}) on 127.0.0.1 is taken by another program: free it, or publish that service "
+                f"port {port} ({where}) on 127.0.0.1 of {target.where} is taken by another program: free it, or "
+                "publish that service "
                 f"on another port (environment '{environment.name}' in {environment.file.name}, its variables)"
             )
