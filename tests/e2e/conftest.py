@@ -82,7 +82,9 @@ class Deploy:
         stage_timeout: int = 120,
         migrations: Path = ROOT / "stack" / "migrations",
         citus_image: str = CITUS_IMAGE,
+        extra: str = "",
     ) -> None:
+        """The reference stack's environment on this case's project and ports; ``extra``: more keys of its table."""
         files = [str(ROOT / "stack" / "compose.yaml"), *overrides]
         coordinator, api, proxy = self.ports
         ports = f'COORDINATOR_PORT = "{coordinator}", API_PORT = "{api}", PROXY_PORT = "{proxy}"'
@@ -97,6 +99,7 @@ citus_image = "{citus_image}"
 timeouts = {{ stage = {stage_timeout}, check = 10 }}
 variables = {{ {ports} }}
 secrets = {{ db_password = "DEPLOYCHECK_E2E_DB_PASSWORD", api_token = "DEPLOYCHECK_E2E_API_TOKEN" }}
+{extra}
 {REFERENCE_CONTRACT.format(name=self.name)}"""
         )
 
