@@ -63,10 +63,10 @@ def _headers(check: HttpCheck, stack: Stack) -> dict[str, str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "declared" in metafunc.fixturenames:
         run = Run.of(metafunc.config)
+        proxy = run.environment.stack.proxy
+        routes = proxy.routes if proxy is not None else {}
         cases = [
-            (check, via)
-            for check in run.environment.http_checks
-            for via in (("direct", "proxy") if check.via == "both" else (check.via,))
+            (check, via) for check in run.environment.http_checks for via in check.ways(check.service in routes)
         ]
         metafunc.parametrize("declared", cases, ids=[f"{c.method} {c.service}{c.path} {v}" for c, v in cases] or None)
 

@@ -204,6 +204,35 @@ def test_contract_mistakes_are_one_clear_sentence(
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
+def test_a_stack_without_a_proxy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARCELS_DB_PASSWORD", "pw")
+    monkeypatch.setenv("PARCELS_API_KEY", "key")
+    without = (
+        TEAM.split("[environments.parcels.stack.proxy]")[0]
+        + TEAM.split('headers = { "X-Served-By" = "parcels-edge" }')[1]
+    )
+    without = without.replace(
+        "[environments.parcels.stack.database]", "stack.proxy = false\n\n[environments.parcels.stack.database]"
+    )
+    environment = load(team_project(tmp_path, without), "parcels")
+    assert environment.stack.proxy is None and "edge" not in environment.stack.services
+    assert environment.http_checks[0].ways(routed=False) == ("direct",), "both = directly only, with no route"
+
+
+def test_a_declarative_check_through_a_proxy_that_has_no_route_to_it_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARCELS_DB_PASSWORD", "pw")
+    monkeypatch.setenv("PARCELS_API_KEY", "key")
+    text = TEAM.replace('routes = { tracker = "/api", pricing = "/pricing" }', 'routes = { pricing = "/pricing" }')
+    text = text.replace(
+        'status = 201\njson = { recipient = "Ada" }', 'status = 201\njson = { recipient = "Ada" }\nvia = "proxy"'
+    )
+    with pytest.raises(ConfigError) as error:
+        load(team_project(tmp_path, text), "parcels")
+    assert "the proxy has no route to tracker" in str(error.value) and "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -261,7 +261,9 @@ class StackContract:
 
     database: Database = setting("the database role", default=Database())
     http: tuple[HttpService, ...] = setting("the HTTP services", default=REFERENCE_HTTP)
-    proxy: Proxy | None = setting("the proxy in front of the HTTP services", default=Proxy())
+    proxy: Proxy | None = setting(
+        "the proxy in front of the HTTP services (false: the stack has none)", default=Proxy()
+    )
 
     @property
     def http_services(self) -> list[str]:
@@ -290,7 +292,16 @@ class HttpCheck:
     headers: Mapping[str, str] = setting(
         "request headers; '{secret:NAME}' in a value is the secret NAME", default=MappingProxyType({})
     )
-    via: Literal["direct", "proxy", "both"] = setting("'direct', 'proxy' or 'both'", default="both")
+    via: Literal["direct", "proxy", "both"] = setting(
+        "'direct', 'proxy' or 'both' (both: directly, and through the proxy where it routes the service)",
+        default="both",
+    )
+
+    def ways(self, routed: bool) -> tuple[str, ...]:
+        """How this check is sent: directly and/or through the proxy (``routed``: the proxy routes its service)."""
+        if self.via == "both":
+            return ("direct", "proxy") if routed else ("direct",)
+        return (self.via,)
 
 
 @dataclass(frozen=True)
@@ -491,9 +502,15 @@ def _check_contract(where: str, environment: Environment) -> None:
                 f"{where}: stack.proxy.routes names '{unknown[0]}', which is not one of stack.http; add it there "
                 "or remove the route."
             )
+    routes = stack.proxy.routes if stack.proxy is not None else {}
     for check in environment.http_checks:
         if check.service not in stack.http_services:
             raise ConfigError(f"{where}: an http_checks entry names '{check.service}', which is not one of stack.http.")
+        if check.via == "proxy" and check.service not in routes:
+            raise ConfigError(
+                f"{where}: an http_checks entry on {check.service} has via = 'proxy', but the proxy has no route to "
+                f"{check.service}; add it to stack.proxy.routes or set via to 'direct'."
+            )
     if not environment.compose_files:
         raise ConfigError(f"{where}: compose_files is empty; name at least one compose file.")
     for compose_file in environment.compose_files:

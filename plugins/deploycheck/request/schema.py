@@ -82,6 +82,9 @@ def _convert(kind: Any, value: Any, base: Path, key: str, context: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        # TOML has no null: an optional table is turned off with false (``proxy = false``: no proxy)
+        if value is False and type(None) in args and any(dataclasses.is_dataclass(a) for a in args):
+            return None
         options = [a for a in args if a is not type(None)]
         for option in options:
             try:

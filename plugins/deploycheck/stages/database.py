@@ -71,14 +71,16 @@ def database_problem(target: Target) -> NodeProblem | None:
             if not database.is_citus:
                 conn.execute("SELECT 1").fetchone()
                 return None
-            return citus_problem_through(conn, database.service, environment.worker_services, environment.all_secrets)
+            return citus_problem_through(
+                conn, database.service, environment.worker_services, environment.all_secrets, database.port
+            )
     except psycopg.Error as error:
         first_line = mask_text(str(error).strip().splitlines()[0], environment.all_secrets)
         return NodeProblem(database.service, f"the database did not answer a query: {first_line}")
 
 
 def citus_problem_through(
-    conn: Connection, coordinator: str, workers: list[str], secrets: list[Secret]
+    conn: Connection, coordinator: str, workers: list[str], secrets: list[Secret], port: int = 5432
 ) -> NodeProblem | None:
     """`database_problem` of a Citus cluster, on an open connection to its coordinator (service ``coordinator``).
 
@@ -97,7 +99,7 @@ def citus_problem_through(
     # Citus's own fan-out; the workers are not registered yet, so it is given their addresses.
     rows = conn.execute(
         "SELECT node_name, success, result FROM master_run_on_worker(%s, %s, %s, true)",
-        (workers, [5432] * len(workers), [query] * len(workers)),
+        (workers, [port] * len(workers), [query] * len(workers)),
     ).fetchall()
     for node, success, result in rows:
         if success:
