@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One idempotent set-up for deploycheck: Docker engine, Compose v2, the Python environment, the base images,
-# the Citus image (the configured one, or real Citus built from its source release) and the stack's images.
+# and the Citus image of the environment to deploy (the configured one, or real Citus built from its source
+# release). The stack's own images are built by the images stage, from the team's build sections.
 # A second run with everything in place changes nothing and takes seconds.
 # Every failure is one sentence on stderr and a non-zero exit, before anything is changed.
 set -euo pipefail

@@ -10,7 +10,8 @@ or foreign text) cannot make the lock be taken twice, only make the holder "an u
 The file's name comes from the engine's id and the Compose project (``lock_path``), not from the environment's
 name: two environment names that deploy the same project on the same engine exclude each other too.
 
-The lock excludes processes of this machine that use the same state folder; the file is removed by the holder
+The lock excludes processes of this machine (the lock folder is machine-wide: engine/target.py LOCK_ROOT); a
+stack on a server is locked on the server instead (engine/server.py). The file is removed by the holder
 when it releases it (a taker checks that the file it locked is still the one at the path, and retries if not).
 """
 

@@ -1,8 +1,9 @@
 """The rollback decision and action.
 
 - A failed deploy onto a stack whose previous release is in the ledger brings that release back (its images,
-  its configuration) for the whole stack, then verifies it: every container healthy, /ready answering 200
-  directly and through Nginx, and /version naming the restored release.
+  its configuration) for the whole stack, then verifies it (``verify_serving``): every container healthy and
+  running the image id the ledger recorded, every HTTP service's readiness request answering directly and
+  through the proxy, and its release probe naming the restored release.
 - A failed first deploy has its containers removed; its data volumes are kept unless the environment purges them.
 - When the failed release changed the database (it applied migrations), every node's data is first put back
   to the backup the backup stage took before the deploy changed anything.

@@ -306,10 +306,13 @@ class HttpCheck:
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds: a stage's deadline, and how long a check retries before it fails."""
+    """Seconds: a stage's deadline, and how long a check may wait for what it checks to settle."""
 
     stage: float = setting("a stage's deadline in seconds", check=_positive)
-    check: float = setting("how long a check retries, in seconds", check=_positive)
+    check: float = setting(
+        "how long a check may wait for what it checks to settle (a container just restarted, a log line), in seconds",
+        check=_positive,
+    )
 
 
 @dataclass(frozen=True)
@@ -353,7 +356,9 @@ class Environment:
     secrets: Mapping[str, str] = setting(
         "secret -> the environment variable that holds it; db_password is required", check=_secret_names
     )
-    timeouts: Timeouts = setting("stage: a stage's deadline in seconds; check: how long a check retries")
+    timeouts: Timeouts = setting(
+        "stage: a stage's deadline in seconds; check: how long a check may wait for what it checks to settle"
+    )
     rollback: Rollback = setting(
         "purge_volumes: whether a rollback of a first deploy also deletes its volumes", default=Rollback()
     )
