@@ -65,9 +65,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         run = Run.of(metafunc.config)
         proxy = run.environment.stack.proxy
         routes = proxy.routes if proxy is not None else {}
-        cases = [
-            (check, via) for check in run.environment.http_checks for via in check.ways(check.service in routes)
-        ]
+        cases = [(check, via) for check in run.environment.http_checks for via in check.ways(check.service in routes)]
         metafunc.parametrize("declared", cases, ids=[f"{c.method} {c.service}{c.path} {v}" for c, v in cases] or None)
 
 
