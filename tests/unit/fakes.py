@@ -12,6 +12,7 @@ Scenarios (comma-separated):
 - ``worker-stopped``: with ``stack-running``, worker-2's container has exited.
 - ``tenant-a-running``: the five containers of the project ``unit-store-a`` (tenant ``a`` of template ``store``) run;
   ``unit-store-b`` has only a volume left (torn down, its volumes kept).
+- ``no-http-client``: a container has neither curl nor wget (an HTTP request from inside it is not tried).
 - ``volumes``: the project has a data volume (a stack torn down with its volumes kept, or running).
 
 The fake engine runs no database: a backup, which connects to it, fails.
@@ -187,6 +188,8 @@ class FakeRunner(Runner):
 
     def exec(self, container: Any, command: Command, *, check: bool = True) -> Result:
         if command.argv[:2] == ("sh", "-c") and "curl" in command.argv[2]:  # an HTTP request from inside: answered
+            if "no-http-client" in self.scenario:
+                return self._answer(command, "neither curl nor wget in the container\n", 127, check)
             return self._answer(command, "200")
         return self._answer(command)
 

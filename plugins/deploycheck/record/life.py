@@ -19,8 +19,12 @@ class Connection:
 
     source: str  # "this machine", or the service whose container it was tried from
     to: str
-    ok: bool
+    ok: bool | None  # None: not tried (the container has no HTTP client)
     detail: str = ""
+
+    @property
+    def mark(self) -> str:
+        return "not tried" if self.ok is None else "ok" if self.ok else "FAILED"
 
 
 @dataclass
@@ -133,8 +137,8 @@ def terminal_lines(life: LifeRecord) -> list[str]:
             image = state.image_id.removeprefix("sha256:")[:12] or "no image"
             lines.append(f"  {name:<14} {_state_words(state)}; {ports}; release {state.release}; image {image}")
             for connection in state.connectivity:
-                mark = "ok" if connection.ok else "FAILED"
-                lines.append(f"    {connection.source} -> {connection.to}: {mark} {connection.detail}".rstrip())
+                line = f"    {connection.source} -> {connection.to}: {connection.mark} {connection.detail}"
+                lines.append(line.rstrip())
         lines.extend(f"  PROBLEM {problem}" for problem in life.problems)
     if life.backups is not None:
         lines.append(f"backups: {len(life.backups)}" + (", newest first" if life.backups else " (none yet)"))
@@ -171,8 +175,7 @@ def html_blocks(life: LifeRecord) -> list[str]:
         rows = []
         for name, state in life.services.items():
             connections = "<br>".join(
-                html.escape(f"{c.source} -> {c.to}: {'ok' if c.ok else 'FAILED'} {c.detail}".rstrip())
-                for c in state.connectivity
+                html.escape(f"{c.source} -> {c.to}: {c.mark} {c.detail}".rstrip()) for c in state.connectivity
             )
             problems = "<br>".join(html.escape(p) for p in state.problems)
             colour = "#c62828" if state.problems else "#2e7d32"

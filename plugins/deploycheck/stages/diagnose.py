@@ -27,7 +27,9 @@ from deploycheck.request.secrets import mask_text
 from deploycheck.stack import NotReachable, database_connection, service_address
 
 SECONDS = 5  # each connection tried waits at most this long
-# An HTTP request from inside a container, with what it has: the status code on stdout, or why not.
+# An HTTP request from inside a container, with what it has: the status code on stdout, or why not (exit
+# NO_CLIENT: it has neither curl nor wget, and the request is not tried).
+NO_CLIENT = 127
 HTTP_FROM_INSIDE = """url="$1"
 if command -v curl >/dev/null 2>&1; then curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$url"
 elif command -v wget >/dev/null 2>&1; then wget -q -S -O /dev/null -T 5 "$url" 2>&1 | awk '/HTTP\\//{c=$2} END{print c}'
@@ -206,6 +208,10 @@ def _http(target: Target, containers: dict[str, Container], diagnosis: Diagnosis
             proxy_container, Command(("sh", "-c", HTTP_FROM_INSIDE, "sh", upstream), timeout=SECONDS + 10), check=False
         )
         said = result.output.strip()
+        if result.returncode == NO_CLIENT:  # this machine's request through the proxy's route still tells
+            words = result.stdout.strip().splitlines()
+            entry.connectivity.append(Connection(proxy.service, upstream, None, words[-1][:200] if words else ""))
+            continue
         ok = result.returncode == 0 and said == str(ready.status)
         if said.isdigit():
             detail = "no connection" if said == "000" else f"HTTP {said}"
