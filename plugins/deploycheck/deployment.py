@@ -151,6 +151,7 @@ class Deployment:
         self.plan_ = Plan.of(request.mode, no_backup=request.no_backup)
         self._life = _Lifetime(facts=rollback.Facts(removes_volumes=self.environment.rollback.purge_volumes))
         self._named_backup: BackupFound | None = None  # --restore-backup: the backup, found in preflight
+        self._engine_answered = False  # preflight reached the engine (a diagnosis asks it again)
         if self.environment.tenant:
             record.life.template, record.life.tenant = self.environment.template, self.environment.tenant
 
@@ -194,8 +195,11 @@ class Deployment:
     def finish(self) -> None:
         """Roll back if needed, close the ledger entry, release the lock; a second signal cannot cut it short."""
         record, life = self.record, self._life
-        if record.mode == "verify-only":
-            self._diagnose()
+        if record.mode == "verify-only" and self._engine_answered and not record.interrupted:
+            try:
+                self._diagnose()
+            except KeyboardInterrupt:  # asked to stop: the run ends without its diagnosis
+                record.interrupted = True
         decision = rollback.decide(
             record.mode, record.release, record.failed, life.facts, keep_failed=self.request.keep_failed
         )
@@ -319,6 +323,7 @@ class Deployment:
                 self.record.life.backups = [found.listed() for found in inventory.backups(self.environment)]
                 return
             preflight_stage.engine_ready(self.target)
+            self._engine_answered = True
             if mode == "tenants":
                 self.record.life.tenants = inventory.tenants(self.target.docker, self.environment)
                 return

@@ -277,6 +277,24 @@ def test_verify_only_diagnoses_every_service_and_a_stopped_worker_fails_it(
     assert not lock_files(suite) and not [argv for argv in commands_run(suite) if "up" in argv or "down" in argv]
 
 
+def test_a_diagnosis_names_every_missing_service_and_none_is_made_without_an_engine(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger_with_release_a(suite)
+    assert suite.runpytest("--deploy=local", "--verify-only", "-p", "no:cacheprovider").ret == 1
+    data = summary(suite)
+    assert (
+        data["stages"][0]["reason"] == "no stack of project unit-local is running: deploy it first with --deploy=local"
+    )
+    assert data["diagnosis"]["problems"] == [
+        f"{s} has no container" for s in ("coordinator", "worker-1", "worker-2", "api", "nginx")
+    ]
+    assert data["services"]["api"] == {**data["services"]["api"], "container": None, "status": "missing"}
+    monkeypatch.setenv("FAKE_SCENARIO", "engine-down")
+    assert suite.runpytest("--deploy=local", "--verify-only", "-p", "no:cacheprovider").ret == 1
+    assert summary(suite)["diagnosis"] is None, "an engine that did not answer preflight is not asked again"
+
+
 def test_a_teardown_without_a_backup_removes_the_stack_and_the_ledger_says_so(
     suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
