@@ -216,7 +216,7 @@ def html_blocks(life: LifeRecord) -> list[str]:
             f"<th>Release</th><th>Compose project</th></tr></thead><tbody>{''.join(rows)}</tbody></table>",
         ]
     blocks += [
-        f'<p id="deploycheck-life">{html.escape(line)}</p>'
+        f'<p class="deploycheck-life">{html.escape(line)}</p>'
         for line in terminal_lines(LifeRecord(teardown=life.teardown, restored_backup=life.restored_backup))
     ]
     return blocks
