@@ -54,3 +54,13 @@ def test_services(stage_services: StageResult[None]) -> None:
 @pytest.mark.stage("proxy")
 def test_proxy(stage_proxy: StageResult[None]) -> None:
     stage_proxy.report()
+
+
+@pytest.mark.stage("restore_backup")
+def test_restore_backup(stage_restore_backup: StageResult[None]) -> None:
+    stage_restore_backup.report()
+
+
+@pytest.mark.stage("teardown")
+def test_teardown(stage_teardown: StageResult[None]) -> None:
+    stage_teardown.report()

@@ -29,9 +29,10 @@ from deploycheck.engine.compose import ComposeModel
 from deploycheck.engine.ssh import SSHError
 from deploycheck.engine.target import DeployLock, EngineUnreachable, Target
 from deploycheck.record.record import Mode, RunRecord, StageRecord
-from deploycheck.release import lock, redeploy, rollback
+from deploycheck.release import inventory, lock, redeploy, rollback
 from deploycheck.release.backup import Backup
-from deploycheck.release.ledger import Ledger
+from deploycheck.release.inventory import BackupFound
+from deploycheck.release.ledger import Action, Ledger, LedgerError
 from deploycheck.release.migrations import MigrationError
 from deploycheck.release.running import running_release
 from deploycheck.request.options import RunRequest
@@ -40,7 +41,9 @@ from deploycheck.stages import StageFailed, StageNotApplicable
 from deploycheck.stages import backup as backup_stage
 from deploycheck.stages import citus as citus_stage
 from deploycheck.stages import database as database_stage
+from deploycheck.stages import diagnose as diagnose_stage
 from deploycheck.stages import images as images_stage
+from deploycheck.stages import life as life_stage
 from deploycheck.stages import migrations as migrations_stage
 from deploycheck.stages import preflight as preflight_stage
 from deploycheck.stages import rehearsal as rehearsal_stage
@@ -50,27 +53,49 @@ from deploycheck.stages.images import Images
 
 T = TypeVar("T")
 
-STAGES = ("preflight", "images", "backup", "rehearsal", "database", "citus", "migrations", "services", "proxy")
+DEPLOY_STAGES = ("preflight", "images", "backup", "rehearsal", "database", "citus", "migrations", "services", "proxy")
+# The stages of the stack's life by hand (stages/life.py): a named backup put back, and the stack removed.
+STAGES = (*DEPLOY_STAGES, "restore_backup", "teardown")
 # Steps that run only when needed, inside the stage named here, and are reported by that stage's test.
 REPORTED_WITH = {"preflight": ("plan", "repair", "restore")}
+# The runs that change nothing and take no lock; and the runs by hand, recorded in the ledger's actions.
+READ_ONLY: tuple[Mode, ...] = ("verify-only", "list-backups", "tenants")
+BY_HAND: tuple[Mode, ...] = ("teardown", "backup", "restore-backup")
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What a run does: its mode, the stages it runs, whether only the smoke checks verify it, and why."""
+    """What a run does: its mode, the stages it runs, whether checks verify it (only the smoke checks, or none),
+    and why."""
 
     mode: Mode
     stages: tuple[str, ...]
     smoke_only: bool
     why: str = ""
+    checks: bool = True  # False: no check runs (a teardown, a backup, a listing)
 
     @classmethod
-    def of(cls, mode: Mode, why: str = "") -> Plan:
+    def of(cls, mode: Mode, why: str = "", *, no_backup: bool = False) -> Plan:
         if mode == "deploy":
-            return cls(mode, STAGES, smoke_only=False, why=why)
+            return cls(mode, DEPLOY_STAGES, smoke_only=False, why=why)
+        # A teardown backs up first (unless --no-backup), a backup by hand is only that, a named backup is put
+        # back after a fresh backup and verified with the smoke checks; listings run preflight only, and no check.
+        if mode == "teardown":
+            stages = ("preflight", "teardown") if no_backup else ("preflight", "backup", "teardown")
+            return cls(mode, stages, smoke_only=False, why=why, checks=False)
+        if mode == "backup":
+            return cls(mode, ("preflight", "backup"), smoke_only=False, why=why, checks=False)
+        if mode == "restore-backup":
+            return cls(mode, ("preflight", "backup", "restore_backup"), smoke_only=True, why=why)
+        if mode in ("list-backups", "tenants"):
+            return cls(mode, ("preflight",), smoke_only=False, why=why, checks=False)
         # Verify-only starts and changes nothing: no stage but preflight. A manual rollback is verified like an
         # automatic one, and a release that is already current like a post-deploy smoke run: with the smoke checks.
         return cls(mode, ("preflight",), smoke_only=mode in ("rollback-to", "already-current"), why=why)
+
+    @property
+    def takes_lock(self) -> bool:
+        return self.mode not in READ_ONLY
 
 
 @dataclass(frozen=True)
@@ -123,8 +148,12 @@ class Deployment:
         self.record = record
         self.say = say
         self.ledger = Ledger(self.environment.ledger_file)
-        self.plan_ = Plan.of(request.mode)
+        self.plan_ = Plan.of(request.mode, no_backup=request.no_backup)
         self._life = _Lifetime(facts=rollback.Facts(removes_volumes=self.environment.rollback.purge_volumes))
+        self._named_backup: BackupFound | None = None  # --restore-backup: the backup, found in preflight
+        self._engine_answered = False  # preflight reached the engine (a diagnosis asks it again)
+        if self.environment.tenant:
+            record.life.template, record.life.tenant = self.environment.template, self.environment.tenant
 
     # --- the plan: decided before the checks are selected --------------------------------------------------
 
@@ -166,6 +195,11 @@ class Deployment:
     def finish(self) -> None:
         """Roll back if needed, close the ledger entry, release the lock; a second signal cannot cut it short."""
         record, life = self.record, self._life
+        if record.mode == "verify-only" and self._engine_answered and not record.interrupted:
+            try:
+                self._diagnose()
+            except KeyboardInterrupt:  # asked to stop: the run ends without its diagnosis
+                record.interrupted = True
         decision = rollback.decide(
             record.mode, record.release, record.failed, life.facts, keep_failed=self.request.keep_failed
         )
@@ -180,6 +214,8 @@ class Deployment:
                 passed = record.outcome == "passed" and record.mode == "deploy"
                 outcome = "passed" if passed else "interrupted" if record.interrupted else "failed"
                 self.ledger.finish(record.release, outcome, record.migrations_applied, passed)
+            if record.mode in BY_HAND and life.lock is not None:
+                self._record_action()
             if life.lock is not None:
                 self._state_at_the_end()
         finally:
@@ -277,33 +313,74 @@ class Deployment:
 
     def preflight(self) -> StageResult[None]:
         """The engine, Compose, disk; the deploy lock; the ledger; the stack that runs and its ports. Then, when
-        needed, the repair of what a killed run left, and the restore of a manual rollback."""
-        verify_only = self.plan_.mode == "verify-only"
+        needed, the repair of what a killed run left, and the restore of a manual rollback. (A listing only
+        lists; a run by hand checks what it needs: see ``_by_hand``.)"""
+        mode = self.plan_.mode
+        read_only = not self.plan_.takes_lock
 
         def check() -> None:
+            if mode == "list-backups":  # what the state folder holds: no engine needed
+                self.record.life.backups = [found.listed() for found in inventory.backups(self.environment)]
+                return
             preflight_stage.engine_ready(self.target)
-            if not verify_only:
+            self._engine_answered = True
+            if mode == "tenants":
+                self.record.life.tenants = inventory.tenants(self.target.docker, self.environment)
+                return
+            if not read_only:
                 self._take_lock()
             self._state("pull")  # the stack's history as its host keeps it, read under the lock
-            if not verify_only:
+            if not read_only:
                 current = self.ledger.current()
                 self.record.previous_release = current.id if current is not None else None
                 self._life.facts = replace(self._life.facts, previous_release=self.record.previous_release)
-            if verify_only:
+            if read_only:
                 found = preflight_stage.stack_for_verification(self.target)
             else:
                 found = preflight_stage.running_stack(self.target)
-                preflight_stage.ports_free(self.target, self.model, found)
+                if mode not in BY_HAND:  # they start nothing new
+                    preflight_stage.ports_free(self.target, self.model, found)
             self._life.facts = replace(self._life.facts, stack_existed_before=found.exists)
+            if mode in BY_HAND:
+                self._by_hand()
 
         def steps() -> None:
             # Only a killed run leaves releases "in progress": we hold the lock now.
-            if not verify_only and self.ledger.unfinished():
+            if not read_only and self.ledger.unfinished():
                 self._step("repair", lambda: self._narrated(self._repair))
             if self.plan_.mode == "rollback-to" and self.record.failed_stage is None:
                 self._step("restore", lambda: self._narrated(self._restore))
 
         return self.run_stage("preflight", check, steps)
+
+    def _by_hand(self) -> None:
+        """A run by hand is about the release that runs (the ledger's current one when none of its releases
+        runs); it checks what it needs before anything changes."""
+        mode, request = self.plan_.mode, self.request
+        running = running_release(self.target, self.ledger)
+        self.record.release = running or self.record.previous_release or "unknown"
+        if mode == "backup":
+            life_stage.database_running(self.target, "there is nothing to back up: deploy it first")
+        elif mode == "teardown" and request.purge_volumes and not request.no_backup:
+            life_stage.database_running(
+                self.target,
+                "its data cannot be backed up before --purge-volumes deletes it: start it, or pass --no-backup",
+            )
+        elif mode == "restore-backup":
+            name = request.backup_name or ""
+            found = inventory.backup_named(self.environment, name)
+            if found is None:  # there when the run was accepted: pruned since by another run's backup
+                names = ", ".join(b.name for b in inventory.backups(self.environment)) or "none"
+                raise StageFailed(f"backup {name} is no longer there: choose one of {names}")
+            life_stage.backup_fits(self.target, found)
+            life_stage.database_running(self.target, f"backup {name} cannot be restored onto it: deploy it first")
+            if running is None:
+                raise StageFailed(
+                    f"the stack of project {self.environment.compose_project} runs no release of its ledger (its "
+                    f"images are not those of a release that deployed green), so backup {name} has no release to "
+                    "be restored onto: deploy a release first"
+                )
+            self._named_backup = found
 
     def _take_lock(self) -> None:
         """The stack's lock (its engine's and Compose project's): two environment names on one stack, or two runs
@@ -441,6 +518,75 @@ class Deployment:
             services_stage.start_proxy(self.target, images.value.compose, early)
 
         return self.run_stage("proxy", start)
+
+    # --- the stack's life by hand (stages/life.py) -----------------------------------------------------------
+
+    def restore_backup(self) -> StageResult[None]:
+        def put_back(actions: list[str]) -> None:
+            assert self._named_backup is not None, "found in preflight"
+            self._changed_stack()
+            self.record.life.restored_backup = life_stage.restore_backup(
+                self.target, self.record.release, self._named_backup, actions
+            )
+
+        return self.run_stage("restore_backup", lambda: self._narrated(put_back))
+
+    def teardown(self) -> StageResult[None]:
+        failed = self.record.failed_stage
+        if "teardown" in self.plan_.stages and failed is not None and failed.name == "backup":
+            refusal = (
+                f"teardown refused: {failed.reason}; nothing was removed: make the backup work, or tear the stack "
+                "down without one (--no-backup)"
+            )
+            self.record.life.teardown = {"refused": refusal, "volumes": "kept", "removed": []}
+            self.say(f"[deploycheck] {refusal}")
+
+        def remove() -> None:
+            self._changed_stack()
+            purge = self.request.purge_volumes
+            self.record.life.teardown = life_stage.tear_down(self.target, self.record.release, purge)
+            self.say(
+                f"[deploycheck] teardown: project {self.environment.compose_project} removed; its volumes "
+                + ("purged" if purge else "kept")
+            )
+
+        return self.run_stage("teardown", remove)
+
+    def _record_action(self) -> None:
+        """What a run by hand did, in the ledger's actions (a teardown that passed leaves no release current)."""
+        record, request = self.record, self.request
+        mode = record.mode
+        backup = Path(record.backup_folder).name if record.backup_folder else ""
+        detail = ""
+        if mode == "teardown":
+            detail = f"volumes {'purged' if request.purge_volumes else 'kept'}" + (
+                "; no backup (--no-backup)" if request.no_backup else ""
+            )
+            if record.life.teardown is not None and record.life.teardown.get("refused"):
+                detail = str(record.life.teardown["refused"])
+        elif mode == "restore-backup":
+            detail = f"restored {request.backup_name}" + (f"; backup taken before it: {backup}" if backup else "")
+            backup = request.backup_name or ""
+        action = Action(mode, time.time(), record.release, record.outcome, backup, detail)
+        try:
+            self.ledger.record_action(action)
+        except (LedgerError, OSError) as error:
+            self.say(f"[deploycheck] WARNING: this {mode} could not be recorded in the ledger: {error}")
+
+    def _diagnose(self) -> None:
+        """Verify-only's diagnosis of every service (read only), whatever the checks found."""
+        try:
+            found = diagnose_stage.diagnose(self.target, self.model.names, self.ledger)
+        except Exception as error:  # the diagnosis must not hide the run's own outcome: said, and a problem
+            found = diagnose_stage.Diagnosis(general=[f"the diagnosis failed: {type(error).__name__}: {error}"])
+        life = self.record.life
+        life.diagnosed, life.services, life.ledger_release = True, found.services, found.ledger_release
+        life.problems = found.problems
+        healthy = sum(1 for state in found.services.values() if not state.problems)
+        self.say(
+            f"[deploycheck] diagnosis: {healthy} of {len(found.services)} services without a problem"
+            + ("" if not found.problems else f"; {len(found.problems)} problem(s): {found.problems[0]}")
+        )
 
     # --- the stack, for the checks ------------------------------------------------------------------------
 

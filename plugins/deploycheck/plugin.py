@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import signal
 import time
@@ -25,14 +26,15 @@ import pytest
 from deploycheck import hookspecs
 from deploycheck.deployment import Deployment
 from deploycheck.engine import citus
-from deploycheck.engine.commands import Runner
-from deploycheck.engine.compose import ComposeModel, ModelUnreadable, read_model
+from deploycheck.engine.commands import CommandFailed, Runner
+from deploycheck.engine.compose import ComposeModel, ModelUnreadable, compose_for, read_model
 from deploycheck.engine.containers import evidence
 from deploycheck.engine.target import Target, make_target
 from deploycheck.record import github, history, reporting
 from deploycheck.record.record import CheckRecord, RunRecord
+from deploycheck.release import inventory
 from deploycheck.release.ledger import Ledger, LedgerError
-from deploycheck.request import options
+from deploycheck.request import options, tenants
 from deploycheck.request.environment import DEFAULT_FILE, Environment, load
 from deploycheck.request.options import RunRequest
 from deploycheck.request.schema import ConfigError
@@ -69,6 +71,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--keep-failed", action="store_true", help="keep a failed stack running for debugging (no rollback)"
     )
     group.addoption(
+        "--teardown",
+        action="store_true",
+        help="back the stack up (unless --no-backup), then remove it with docker compose down, its volumes kept "
+        "(unless --purge-volumes); recorded in the ledger",
+    )
+    group.addoption("--no-backup", action="store_true", help="with --teardown: take no backup first")
+    group.addoption(
+        "--purge-volumes", action="store_true", help="with --teardown: remove the stack's volumes (its data) too"
+    )
+    group.addoption(
+        "--backup", action="store_true", help="back the running stack's database up now (the last 10 are kept)"
+    )
+    group.addoption(
+        "--list-backups",
+        action="store_true",
+        help="list the environment's backups (release, time, size), newest first; changes nothing",
+    )
+    group.addoption(
+        "--restore-backup",
+        metavar="NAME",
+        help="put the database back to backup NAME, onto the running release, after a fresh backup of what is "
+        "there; verified with the smoke checks",
+    )
+    group.addoption(
+        "--tenants",
+        action="store_true",
+        help="with --deploy=TEMPLATE: list the template's tenants with each one's status and ports",
+    )
+    group.addoption(
         "--release", metavar="ID", help="the release id (default: from git, e.g. 1a2b3c4d5e6f or ...-dirty)"
     )
     group.addoption(
@@ -85,17 +116,79 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("deploycheck_history_keep", "how many runs reports/history keeps", type="int", default=20)
 
 
+def _modes(config: pytest.Config) -> options.RequestedMode:
+    asked = {
+        "rollback-to": config.getoption("rollback_to") is not None,
+        "verify-only": bool(config.getoption("verify_only")),
+        "teardown": bool(config.getoption("teardown")),
+        "backup": bool(config.getoption("backup")),
+        "restore-backup": config.getoption("restore_backup") is not None,
+        "list-backups": bool(config.getoption("list_backups")),
+        "tenants": bool(config.getoption("tenants")),
+    }
+    mode = options.mode_of(asked)
+    options.teardown_options(mode, bool(config.getoption("no_backup")), bool(config.getoption("purge_volumes")))
+    return mode
+
+
+def _templates_and_tenants(environment: Environment, mode: options.RequestedMode) -> None:
+    """A template's tenants are deployed, never the template; --tenants lists a template's tenants."""
+    name = environment.name
+    if mode == "tenants" and not environment.is_template:
+        if environment.tenant:
+            raise ConfigError(
+                f"--tenants lists the tenants of a template: pass --deploy={environment.template} --tenants."
+            )
+        raise ConfigError(
+            f"environment '{name}' is not a template of tenants (it has no tenants table): --tenants lists the "
+            "tenants of one."
+        )
+    if environment.is_template and mode != "tenants":
+        raise ConfigError(
+            f"environment '{name}' is a template of tenants: deploy one of them as --deploy={name}-TENANT "
+            f"(TENANT: {tenants.TENANT_WORDS}), or list them with --tenants."
+        )
+
+
+def _backup_asked(environment: Environment, mode: options.RequestedMode, name: str | None) -> None:
+    """Backups are listed and restored by name from the state folder of this machine."""
+    if mode not in ("list-backups", "restore-backup"):
+        return
+    if environment.on_server:
+        option = "--list-backups" if mode == "list-backups" else "--restore-backup"
+        raise ConfigError(
+            f"{option} reads the backups of this machine's state folder, and environment '{environment.name}' keeps "
+            "its backups on its server: run it on the server's own deploycheck checkout, or copy them here "
+            "(server.copy_backups)."
+        )
+    if name is None:
+        return
+    names = [found.name for found in inventory.backups(environment)]
+    if name not in names:
+        raise ConfigError(
+            f"backup '{name}' is not a backup of environment '{environment.name}': choose one of "
+            f"{', '.join(names) or 'none yet'} (in {environment.backups_dir}; --list-backups shows them)."
+        )
+
+
 def _request(config: pytest.Config, name: str) -> tuple[RunRequest, Environment]:
     """The run asked for, validated before anything is changed (a ConfigError otherwise)."""
     path = Path(config.getoption("environments") or config.rootpath / DEFAULT_FILE)
-    environment = load(path, name)
     rollback_to = config.getoption("rollback_to")
-    mode = options.mode_of(bool(config.getoption("verify_only")), rollback_to)
-    # A damaged ledger stops a run before it changes anything (verifying needs none). A server's stack keeps its
-    # ledger on the server: it is read there, under the lock, at preflight.
-    if mode != "verify-only" and not environment.on_server:
-        Ledger(environment.ledger_file).check()
+    mode = _modes(config)
     given = config.getoption("release")
+    given_release = None if given is None else options.valid_release(str(given))  # before a tenant gets ports
+    # A template needs no secret to list its tenants; only a deploy gives a new tenant its ports.
+    environment = load(
+        path, name, with_secrets=mode != "tenants", tenant_ports="allocate" if mode == "deploy" else "recorded"
+    )
+    _templates_and_tenants(environment, mode)
+    backup_name = config.getoption("restore_backup")
+    _backup_asked(environment, mode, backup_name)
+    # A damaged ledger stops a run before it changes anything (verifying and listing need none). A server's
+    # stack keeps its ledger on the server: it is read there, under the lock, at preflight.
+    if mode not in ("verify-only", "list-backups", "tenants") and not environment.on_server:
+        Ledger(environment.ledger_file).check()
     if rollback_to is not None:
         release = options.valid_release(str(rollback_to), "--rollback-to")
         known = [r.id for r in Ledger(environment.ledger_file).releases() if r.outcome == "passed"]
@@ -105,13 +198,41 @@ def _request(config: pytest.Config, name: str) -> tuple[RunRequest, Environment]
                 f"release '{release}' never deployed green in environment '{environment.name}': "
                 f"choose one of {choices} (from {environment.ledger_file})."
             )
-    elif given is not None:
-        release = options.valid_release(str(given))
-    else:
+    elif given_release is not None:
+        release = given_release
+    elif mode in ("deploy", "verify-only"):
         release = options.release_from_git(environment.folder, Runner())
+    else:  # a run by hand is about the release that runs (found in preflight); a listing, about none
+        release = "unknown"
     source = citus.source_from(config.getoption("citus_source"), dict(os.environ))
-    request = RunRequest(name, path, mode, release, bool(config.getoption("keep_failed")), source)
+    request = RunRequest(
+        name,
+        path,
+        mode,
+        release,
+        bool(config.getoption("keep_failed")),
+        source,
+        no_backup=bool(config.getoption("no_backup")),
+        purge_volumes=bool(config.getoption("purge_volumes")),
+        backup_name=None if backup_name is None else str(backup_name),
+    )
     return request, environment
+
+
+def _tenants_own_stacks(environment: Environment, runner: Runner, release: str) -> None:
+    """A tenant's stack must be its own: the template's compose files may name no container, network or
+    volume outright (every tenant's would be the same one)."""
+    compose = compose_for(environment, runner, release, environment.citus_image)
+    try:
+        data = json.loads(compose.run("config", "--format", "json", timeout=60).stdout)
+    except (CommandFailed, ValueError):
+        return  # read_model says what is wrong with the files
+    problem = tenants.shared_resources(data, environment.compose_project)
+    if problem is not None:
+        raise ConfigError(
+            f"template '{environment.template}' cannot give tenant '{environment.tenant}' a stack of its own: "
+            f"{problem}; remove that name from the compose files so that Compose names it after each tenant's project."
+        )
 
 
 @dataclass(frozen=True)
@@ -135,9 +256,15 @@ def _accept(config: pytest.Config, name: str) -> Accepted:
         raise pytest.UsageError(str(error)) from None
     made = config.hook.pytest_deploycheck_make_target(environment=environment)
     target: Target = made if made is not None else make_target(environment)
+    if request.mode == "tenants":  # a template's own stack is never deployed: its model is its tenants'
+        return Accepted(request, environment, target, ComposeModel({}))
     try:
         model = read_model(environment, target.runner, request.release)
+        if environment.tenant and request.mode == "deploy":
+            _tenants_own_stacks(environment, target.runner, request.release)
     except ModelUnreadable as error:
+        raise pytest.UsageError(str(error)) from None
+    except ConfigError as error:
         raise pytest.UsageError(str(error)) from None
     return Accepted(request, environment, target, model)
 
@@ -309,7 +436,7 @@ class Run:
             stage = item.get_closest_marker("stage")
             if stage is not None:
                 return bool(stage.args) and stage.args[0] not in plan.stages
-            return plan.smoke_only and item.get_closest_marker("smoke") is None
+            return not plan.checks or (plan.smoke_only and item.get_closest_marker("smoke") is None)
 
         deselected = [item for item in items if not_in_plan(item)]
         if deselected:
@@ -379,8 +506,11 @@ class Run:
 
     def pytest_html_report_title(self, report: Any) -> None:
         record = self.record
-        # Asked before the checks run: a verify-only run learns the running release only later (from the stack).
-        what = "verify-only" if record.mode == "verify-only" else f"release {record.release}"
+        # Asked before the checks run: a verify-only run learns the running release only later (from the stack), a
+        # run by hand in preflight.
+        what = (
+            f"release {record.release}" if record.mode in ("deploy", "rollback-to", "already-current") else record.mode
+        )
         report.title = f"deploycheck: {record.environment} {what}"
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter, exitstatus: int) -> None:

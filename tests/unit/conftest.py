@@ -90,6 +90,10 @@ def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.
     pytester.makeini("[pytest]\naddopts = test_stages.py test_checks.py\n")
     for variable in ("FAIL_CHECK", "FAKE_SCENARIO"):
         monkeypatch.delenv(variable, raising=False)
+    from deploycheck.stages import diagnose
+    from tests.unit.fakes import FakeReach
+
+    monkeypatch.setattr(diagnose, "Reach", FakeReach)  # a diagnosis reaches the fake stack (in-process runs)
     # For runpytest_subprocess: the project's code, as the suite imports it.
     monkeypatch.setenv("PYTHONPATH", f"{PROJECT_ROOT / 'plugins'}:{PROJECT_ROOT}")
     return pytester

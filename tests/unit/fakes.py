@@ -9,6 +9,16 @@ Scenarios (comma-separated):
 - ``stack-running``: the project's five containers run, healthy (a stack to verify).
 - ``up-fails``: ``docker compose up`` exits 1.
 - ``up-interrupted``: ``docker compose up`` is interrupted (Ctrl+C while it runs).
+- ``worker-stopped``: with ``stack-running``, worker-2's container has exited.
+- ``tenant-a-running``: the five containers of the project ``unit-store-a`` (tenant ``a`` of template ``store``) run;
+  ``unit-store-b`` has only a volume left (torn down, its volumes kept).
+- ``no-http-client``: a container has neither curl nor wget (an HTTP request from inside it is not tried).
+- ``volumes``: the project has a data volume (a stack torn down with its volumes kept, or running).
+
+The fake engine runs no database: a backup, which connects to it, fails.
+
+``FakeReach`` stands for this machine's connections to the stack's services in a diagnosis (the database, the
+HTTP services): every running one answers.
 """
 
 from __future__ import annotations
@@ -71,6 +81,10 @@ class FakeContainer:
     def exec_run(self, command: Sequence[str], **_: object) -> tuple[int, tuple[bytes, bytes]]:
         return 0, (b"", b"")
 
+    def stop(self) -> None:
+        self.status = "exited"
+        self.attrs["State"] = {"Status": "exited", "ExitCode": 0}
+
 
 class FakeContainers:
     def __init__(self) -> None:
@@ -87,6 +101,28 @@ class FakeContainers:
         raise docker.errors.NotFound(container_id)
 
 
+class FakeVolume:
+    def __init__(self, volumes: FakeVolumes, project: str, name: str) -> None:
+        self.volumes = volumes
+        self.name = f"{project}_{name}"
+        self.labels = {PROJECT_LABEL: project}
+
+    def remove(self, force: bool = False) -> None:
+        self.volumes.kept.remove(self)
+
+
+class FakeVolumes:
+    def __init__(self) -> None:
+        self.kept: list[FakeVolume] = []
+
+    def add(self, project: str, name: str) -> None:
+        self.kept.append(FakeVolume(self, project, name))
+
+    def list(self, filters: dict[str, Any] | None = None) -> list[FakeVolume]:
+        label = (filters or {}).get("label", "")
+        return [v for v in self.kept if not label or f"{PROJECT_LABEL}={v.labels[PROJECT_LABEL]}" == label]
+
+
 class FakeEvents:
     def __iter__(self) -> Iterator[dict[str, str]]:
         return iter(())
@@ -100,6 +136,7 @@ class FakeDocker:
         self.down = down
         self.containers = FakeContainers()
         self.images = FakeImages()
+        self.volumes = FakeVolumes()
 
     def ping(self) -> bool:
         if self.down:
@@ -150,6 +187,10 @@ class FakeRunner(Runner):
         return self._answer(command)
 
     def exec(self, container: Any, command: Command, *, check: bool = True) -> Result:
+        if command.argv[:2] == ("sh", "-c") and "curl" in command.argv[2]:  # an HTTP request from inside: answered
+            if "no-http-client" in self.scenario:
+                return self._answer(command, "neither curl nor wget in the container\n", 127, check)
+            return self._answer(command, "200")
         return self._answer(command)
 
     def model(self) -> dict[str, Any]:
@@ -180,11 +221,21 @@ class FakeTarget:
         self.environment = environment
         self._docker = FakeDocker(down="engine-down" in wanted)
         self.runner = FakeRunner(environment, self._docker, wanted, log)
+        if "volumes" in wanted:
+            self._docker.volumes.add(environment.compose_project, "coordinator-data")
+        if "tenant-a-running" in wanted:
+            for service in environment.stack.services:
+                self._docker.containers.running.append(FakeContainer("unit-store-a", service, None))
+            self._docker.volumes.add("unit-store-b", "coordinator-data")
         if "stack-running" in wanted:
             stack = environment.stack
             ports = {stack.database.service: stack.database.port, **{h.service: h.port for h in stack.http}}
+            if stack.proxy is not None:
+                ports[stack.proxy.service] = stack.proxy.port
             for index, service in enumerate(stack.services):
                 container = FakeContainer(environment.compose_project, service, ports.get(service), 47100 + index)
+                if service == "worker-2" and "worker-stopped" in wanted:
+                    container.stop()
                 self._docker.containers.running.append(container)
 
     where = "this machine"
@@ -224,3 +275,17 @@ class FakeTarget:
 
 def fake_target(environment: Environment) -> FakeTarget:
     return FakeTarget(environment, os.environ.get("FAKE_SCENARIO", ""), Path.cwd() / COMMANDS_LOG)
+
+
+class FakeReach:
+    """This machine's connections to the fake stack, in a diagnosis: the database answers, and each worker whose
+    container runs; every HTTP service answers its readiness request."""
+
+    def database(self, target: Any) -> tuple[str, list[tuple[str, int, bool, str]]]:
+        containers = {c.labels[SERVICE_LABEL]: c for c in target.docker.containers.running}
+        workers = target.environment.stack.database.worker_services
+        nodes = [(w, 5432, containers[w].status == "running", "fake") for w in workers if w in containers]
+        return "127.0.0.1:47100", nodes
+
+    def http(self, url: str, status: int) -> tuple[bool, str]:
+        return True, f"HTTP {status}"

@@ -19,7 +19,18 @@ from tests.unit.conftest import PROJECT_ROOT, commands_run, ledger_with_release_
 from tests.unit.fakes import FAKE_ENGINE_ID
 
 RELEASE = "--release=B"
-STAGES = ["preflight", "images", "backup", "rehearsal", "database", "citus", "migrations", "services", "proxy"]
+STAGES = [
+    "preflight",
+    "images",
+    "backup",
+    "rehearsal",
+    "database",
+    "citus",
+    "migrations",
+    "services",
+    "proxy",
+    "restore_backup",  # a check's stack waits for it too (it runs only with --restore-backup)
+]
 
 
 def summary(pytester: pytest.Pytester) -> dict[str, Any]:
@@ -43,7 +54,7 @@ def test_verify_only_runs_preflight_then_every_check_on_the_running_stack(
     monkeypatch.setenv("FAKE_SCENARIO", "stack-running")
     ledger_with_release_a(suite)
     result = suite.runpytest("--deploy=local", "--verify-only", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=4, deselected=8)  # preflight's test runs, the other stages' do not
+    result.assert_outcomes(passed=4, deselected=10)  # preflight's test runs, the other stages' do not
     data = summary(suite)
     assert data["mode"] == "verify-only" and data["release"] == "A", "the release is the running stack's"
     assert [(s["name"], s["outcome"]) for s in data["stages"]] == [("preflight", "passed")]
@@ -103,7 +114,7 @@ def test_the_stage_graph_is_pytests_own(suite: pytest.Pytester) -> None:
     text = result.stdout.str()
     order = [text.index(f"SETUP    S stage_{name} ") for name in STAGES]
     assert order == sorted(order), "the stages are set up in their order"
-    assert "SETUP    S stack (fixtures used: deployment, stage_proxy)" in text
+    assert "SETUP    S stack (fixtures used: deployment, stage_proxy, stage_restore_backup)" in text
     assert all("config" in argv for argv in commands_run(suite)), "a setup plan only reads the stack's model"
 
 
@@ -193,7 +204,7 @@ def test_the_sigterm_handler_is_restored_when_the_run_ends(
 def test_without_a_run_asked_for_the_plugin_is_inert(suite: pytest.Pytester) -> None:
     result = suite.runpytest("-p", "no:cacheprovider", "-rs")
     # The stage tests' fixtures are not there: nothing deploys by accident; a check asking for the stack skips.
-    result.assert_outcomes(errors=9, skipped=3)
+    result.assert_outcomes(errors=11, skipped=3)
     assert "fixture 'stage_preflight' not found" in result.stdout.str()
     assert result.stdout.str().count("a deploy check: it runs with pytest --deploy=ENV") == 3
     assert not (suite.path / "reports").exists() and not commands_run(suite)
@@ -281,6 +292,7 @@ def test_a_deploy_run_writes_its_html_report_and_junit_xml_where_none_is_asked_f
     suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_SCENARIO", "stack-running")
+    ledger_with_release_a(suite)
     result = suite.runpytest("--deploy=local", "--verify-only", "-p", "no:cacheprovider")
     assert result.ret == 0
     junit = (suite.path / "reports" / "junit.xml").read_text()
@@ -304,6 +316,7 @@ def test_secret_values_do_not_reach_the_reports_or_the_output(
 
 def test_history_keeps_the_last_runs_with_an_index(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_SCENARIO", "stack-running")
+    ledger_with_release_a(suite)
     outcomes = []
     for fail in ("", "1", ""):
         monkeypatch.setenv("FAIL_CHECK", fail)

@@ -10,10 +10,23 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from deploycheck.record.life import LifeRecord
+
 StageOutcome = Literal["passed", "failed", "skipped"]
 # deploy; verify-only (--verify-only); rollback-to (--rollback-to=ID); already-current (a deploy of the release
-# that is current and healthy, with nothing to change: only verified).
-Mode = Literal["deploy", "verify-only", "rollback-to", "already-current"]
+# that is current and healthy, with nothing to change: only verified); the stack's life by hand (record/life.py):
+# teardown, backup, restore-backup, list-backups, tenants.
+Mode = Literal[
+    "deploy",
+    "verify-only",
+    "rollback-to",
+    "already-current",
+    "teardown",
+    "backup",
+    "restore-backup",
+    "list-backups",
+    "tenants",
+]
 
 
 @dataclass
@@ -77,6 +90,7 @@ class RunRecord:
     )  # images put on the stack's engine: count, bytes, seconds, via
     backup_folder: str | None = None  # the backup the backup stage took, if a database was running
     backup_bytes: int = 0
+    life: LifeRecord = field(default_factory=LifeRecord)  # the diagnosis, and the stack's life by hand
 
     @property
     def is_citus(self) -> bool:
@@ -125,7 +139,12 @@ class RunRecord:
 
     @property
     def failed(self) -> bool:
-        return self.interrupted or self.failed_stage is not None or any(c.outcome == "failed" for c in self.checks)
+        return (
+            self.interrupted
+            or self.failed_stage is not None
+            or any(c.outcome == "failed" for c in self.checks)
+            or self.life.failed
+        )
 
     @property
     def outcome(self) -> Literal["passed", "failed"]:
@@ -173,4 +192,5 @@ class RunRecord:
                 "actions": self.rollback.actions,
             },
             "timings": self.timings(),
+            **self.life.summary(),
         }

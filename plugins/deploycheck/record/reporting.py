@@ -6,6 +6,7 @@ import html
 import json
 from pathlib import Path
 
+from deploycheck.record import life
 from deploycheck.record.record import RunRecord
 
 OUTCOME_COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "skipped": "#9e9e9e"}
@@ -115,6 +116,7 @@ def summary_html(record: RunRecord) -> list[str]:
         timeline_svg(record),
         "<h3>Stages</h3>",
         stage_table_html(record),
+        *life.html_blocks(record.life),
         rollback_html(record),
     ]
 
@@ -130,12 +132,15 @@ def terminal_lines(record: RunRecord) -> list[str]:
         record.database_line,
     ]
     for stage in record.stages:
-        lines.append(f"  stage {stage.name:<11} {stage.outcome:<8} {stage.seconds:6.2f} s  {stage.reason}".rstrip())
+        lines.append(f"  stage {stage.name:<14} {stage.outcome:<8} {stage.seconds:6.2f} s  {stage.reason}".rstrip())
+    if record.backup_folder:
+        lines.append(f"backup: {record.backup_folder} ({record.backup_bytes / 2**20:.1f} MiB)")
     counts = record.check_counts
     lines.append(f"checks: {counts.passed} passed, {counts.failed} failed, {counts.skipped} skipped")
     for check in record.checks:
         if check.outcome == "failed":
             lines.append(f"  FAILED {check.nodeid}: {check.reason}")
+    lines.extend(life.terminal_lines(record.life))
     rollback = record.rollback
     lines.append(f"rollback: {rollback.outcome} ({rollback.seconds:.1f} s)")
     lines.extend(f"  {action}" for action in rollback.actions)

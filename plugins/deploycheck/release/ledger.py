@@ -1,4 +1,5 @@
-"""The release ledger of an environment: every deploy's release, its images and outcome, and which is current.
+"""The release ledger of an environment: every deploy's release, its images and outcome, and which is current;
+and the actions taken on the stack by hand (a teardown, a backup, a restore of a named backup).
 
 It lives in ``.deploycheck/ENV/ledger.json`` and survives between runs. Every write goes to a temporary file
 that is flushed to disk and then renamed over the ledger (and the rename flushed too), so a run killed or a
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 OUTCOMES = ("in progress", "passed", "failed", "interrupted")
+# What a run by hand did to the stack (``Action.action``); a teardown that passed leaves no release current.
+ACTIONS = ("teardown", "backup", "restore-backup")
 FIX = "restore it from a backup of the state folder or move it aside to start a new history"
 
 
@@ -93,6 +96,42 @@ _FIELDS: dict[str, tuple[bool, Any, str]] = {
     "outcome": (False, lambda v: v in OUTCOMES, "one of " + ", ".join(f"'{o}'" for o in OUTCOMES)),
     "finished_at": (False, _is_number, "a number"),
 }
+
+
+@dataclass
+class Action:
+    """One action on the stack by hand: what, when, on which release, how it ended, the backup it took or
+    restored ("" for none), and what else it says (the volumes a teardown kept or purged...)."""
+
+    action: str  # one of ACTIONS
+    at: float
+    release: str
+    outcome: str  # passed | failed
+    backup: str = ""
+    detail: str = ""
+
+
+_ACTION_FIELDS: dict[str, tuple[bool, Any, str]] = {
+    "action": (True, lambda v: v in ACTIONS, "one of " + ", ".join(f"'{a}'" for a in ACTIONS)),
+    "at": (True, _is_number, "a number"),
+    "release": (True, lambda v: isinstance(v, str), "a string"),
+    "outcome": (True, lambda v: v in ("passed", "failed"), "'passed' or 'failed'"),
+    "backup": (False, lambda v: isinstance(v, str), "a string"),
+    "detail": (False, lambda v: isinstance(v, str), "a string"),
+}
+
+
+def _entry_problem(which: str, entry: dict[str, Any], fields: dict[str, tuple[bool, Any, str]]) -> str | None:
+    for name, (required, valid, words) in fields.items():
+        if name not in entry:
+            if required:
+                return f"{which} has no '{name}'"
+        elif not valid(entry[name]):
+            return f"{which}: '{name}' is {_kind(entry[name])}, not {words}"
+    unknown = sorted(set(entry) - set(fields))
+    return f"{which} has an unknown field '{unknown[0]}'" if unknown else None
+
+
 # What an entry that leaves out an optional field means by it (a ledger written before the field existed).
 _DEFAULTS: dict[str, Any] = {
     name: value
@@ -105,9 +144,9 @@ def problem(data: object) -> str | None:
     """What is wrong with a parsed ledger, in a few words; None when it is shaped as deploycheck writes it."""
     if not isinstance(data, dict):
         return f"it holds {_kind(data)}, not an object with 'current' and 'releases'"
-    unknown = sorted(set(data) - {"current", "releases"})
+    unknown = sorted(set(data) - {"current", "releases", "actions"})
     if unknown:
-        return f"it has an unknown field '{unknown[0]}' beside 'current' and 'releases'"
+        return f"it has an unknown field '{unknown[0]}' beside 'current', 'releases' and 'actions'"
     if "releases" not in data:
         return "it has no 'releases' list"
     releases = data["releases"]
@@ -122,15 +161,18 @@ def problem(data: object) -> str | None:
         which = f"release #{number}" + (
             f" ('{entry['id']}')" if isinstance(entry.get("id"), str) and entry["id"] else ""
         )
-        for name, (required, valid, words) in _FIELDS.items():
-            if name not in entry:
-                if required:
-                    return f"{which} has no '{name}'"
-            elif not valid(entry[name]):
-                return f"{which}: '{name}' is {_kind(entry[name])}, not {words}"
-        unknown = sorted(set(entry) - set(_FIELDS))
-        if unknown:
-            return f"{which} has an unknown field '{unknown[0]}'"
+        wrong = _entry_problem(which, entry, _FIELDS)
+        if wrong is not None:
+            return wrong
+    actions = data.get("actions", [])
+    if not isinstance(actions, list):
+        return f"'actions' is {_kind(actions)}, not a list"
+    for number, entry in enumerate(actions, start=1):
+        if not isinstance(entry, dict):
+            return f"action #{number} is {_kind(entry)}, not an object"
+        wrong = _entry_problem(f"action #{number}", entry, _ACTION_FIELDS)
+        if wrong is not None:
+            return wrong
     return None
 
 
@@ -236,6 +278,19 @@ class Ledger:
         """A manual rollback made ``release_id`` current again."""
         data = self._read()
         data["current"] = release_id
+        self._write(data)
+
+    def actions(self) -> list[Action]:
+        """The actions taken on the stack by hand, oldest first."""
+        return [Action(**item) for item in self._read().get("actions", [])]
+
+    def record_action(self, action: Action) -> None:
+        """Add an action by hand; a teardown that passed leaves no release current: the stack no longer runs
+        one (a later deploy of that release is a deploy, never already current)."""
+        data = self._read()
+        data.setdefault("actions", []).append(asdict(action))
+        if action.action == "teardown" and action.outcome == "passed":
+            data["current"] = None
         self._write(data)
 
     def unfinished(self) -> list[str]:

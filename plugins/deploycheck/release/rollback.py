@@ -63,6 +63,12 @@ def decide(mode: Mode, release: str, failed: bool, facts: Facts, *, keep_failed:
         return Decision("none", f"not performed: release {release} was already current and this run changed nothing")
     if mode == "rollback-to":
         return Decision("none", "not performed: a manual rollback that fails is reported, not rolled back again")
+    if mode == "restore-backup":
+        taken = facts.backup.folder.name if facts.backup is not None else None
+        again = f": --restore-backup={taken} puts back what was there before it" if taken else ""
+        return Decision("none", f"not performed: a restore by hand that fails is reported{again}")
+    if mode in ("teardown", "backup", "list-backups", "tenants"):
+        return Decision("none", f"not performed: a {mode} run is reported, never rolled back")
     if not facts.changed_stack:
         return Decision("none", "not needed: the run failed before it changed anything")
     if keep_failed:

@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from deploycheck.request import secrets as secret_store
+from deploycheck.request import tenants as tenancy
 from deploycheck.request.schema import ConfigError, parse, setting
 from deploycheck.request.secrets import Secret
 
@@ -322,6 +323,41 @@ class Rollback:
     )
 
 
+def _port_range(value: str) -> str | None:
+    if tenancy.port_range(value) is not None:
+        return None
+    return f"'{value}' must be a range of ports 'FIRST-LAST' (like \"47700-47799\"), each between 1 and 65535"
+
+
+def _port_variables(values: tuple[str, ...]) -> str | None:
+    if not values:
+        return "must name at least one variable (the tenant's host ports, like API_PORT)"
+    bad = next((name for name in values if not VARIABLE_NAME.match(name)), None)
+    if bad is not None:
+        return f"has '{bad}', which is not a variable name"
+    doubled = next((name for name in values if values.count(name) > 1), None)
+    return None if doubled is None else f"names '{doubled}' twice"
+
+
+@dataclass(frozen=True)
+class Tenants:
+    """A template of tenants: ``--deploy=NAME-TENANT`` deploys tenant TENANT as a stack of its own."""
+
+    ports: str = setting(
+        "the host ports its tenants are given, 'FIRST-LAST' (published on 127.0.0.1)", check=_port_range
+    )
+    port_variables: tuple[str, ...] = setting(
+        "the variables that get a port of their own per tenant (your compose files publish them)",
+        check=_port_variables,
+    )
+
+    @property
+    def port_range(self) -> tuple[int, int]:
+        found = tenancy.port_range(self.ports)
+        assert found is not None, "checked when the file was read"
+        return found
+
+
 SECRET_WORDS = {"db_password": "the database password"}
 
 
@@ -370,11 +406,29 @@ class Environment:
         "your own check modules or folders, run after the built-in checks", default=()
     )
     http_checks: tuple[HttpCheck, ...] = setting("declarative HTTP checks", default=())
+    tenants: Tenants | None = setting(
+        "makes this environment a template of tenants: ports, the host ports they are given; port_variables, the "
+        "variables each tenant gets one of (--deploy=NAME-TENANT deploys one)",
+        default=None,
+    )
     # Resolved by ``load``, not read from the file.
     name: str
     file: Path
     state_dir: Path
     secret_values: Mapping[str, Secret] = field(repr=False)
+    template: str = ""  # a tenant's environment: its template's name ("" otherwise)
+    tenant: str = ""  # a tenant's environment: its tenant's name
+
+    @property
+    def is_template(self) -> bool:
+        """An environment with a ``tenants`` table: its tenants are deployed, never itself."""
+        return self.tenants is not None and not self.tenant
+
+    @property
+    def tenant_registry(self) -> tenancy.PortRegistry:
+        """Where a template records its tenants' ports (in the template's own state folder)."""
+        template = self.template or self.name
+        return tenancy.PortRegistry(self.folder / STATE_FOLDER / template / tenancy.REGISTRY_FILE, template)
 
     @property
     def on_server(self) -> bool:
@@ -529,29 +583,86 @@ def _check_contract(where: str, environment: Environment) -> None:
     for module in environment.check_modules:
         if not module.exists():
             raise ConfigError(f"{where}: check module {module} does not exist; correct check_modules.")
+    tenants = environment.tenants
+    if tenants is not None:
+        fixed = next((name for name in tenants.port_variables if name in environment.variables), None)
+        if fixed is not None and not environment.tenant:
+            raise ConfigError(
+                f"{where}: tenants.port_variables names {fixed}, which variables also sets; remove it from "
+                "variables (each tenant gets a port of its own)."
+            )
+        first, last = tenants.port_range
+        if last - first + 1 < len(tenants.port_variables):
+            raise ConfigError(
+                f"{where}: tenants.ports ({tenants.ports}) holds fewer ports than one tenant needs "
+                f"({len(tenants.port_variables)}); widen it."
+            )
 
 
 def load_settings(path: Path, name: str) -> Environment:
-    """``load`` without the secrets (for set-up, which needs no secret and must make none)."""
-    return load(path, name, with_secrets=False)
+    """``load`` without the secrets (for set-up, which needs no secret and must make none, nor give a tenant
+    its ports)."""
+    return load(path, name, with_secrets=False, tenant_ports="placeholder")
 
 
-def load(path: Path, name: str, *, with_secrets: bool = True) -> Environment:
-    """Read ``path``, select environment ``name`` and validate everything about it."""
+def _templates(data: dict[str, Any], tables: dict[str, Any]) -> list[str]:
+    """The environments that are templates of tenants (a ``tenants`` table, theirs or their defaults')."""
+    return [name for name, table in tables.items() if _merge(data.get("defaults", {}), table).get("tenants")]
+
+
+def _unknown(name: str, path: Path, tables: dict[str, Any], templates: list[str]) -> ConfigError:
+    tenants = "".join(f", or a tenant of {t} as {t}-NAME" for t in templates)
+    return ConfigError(f"unknown environment '{name}': choose one of {', '.join(tables)}{tenants} (defined in {path}).")
+
+
+def _tenant_of(template: Environment, tenant: str, ports: tenancy.PortsWanted, state_dir: Path) -> Environment:
+    """The environment of ``tenant`` of the template: its own project, state folder, secrets and ports."""
+    tenants = template.tenants
+    assert tenants is not None, "only a template has tenants"
+    given = tenancy.tenant_ports(template.tenant_registry, tenant, tenants.port_variables, tenants.port_range, ports)
+    return dataclasses.replace(
+        template,
+        compose_project=f"{template.compose_project}-{tenant}",
+        variables=MappingProxyType({**template.variables, **{v: str(p) for v, p in given.items()}}),
+        secrets=MappingProxyType({k: tenancy.secret_variable(v, tenant) for k, v in template.secrets.items()}),
+        state_dir=state_dir,
+        template=template.name,
+        tenant=tenant,
+    )
+
+
+def load(
+    path: Path, name: str, *, with_secrets: bool = True, tenant_ports: tenancy.PortsWanted = "recorded"
+) -> Environment:
+    """Read ``path``, select environment ``name`` and validate everything about it. A name that is no table's
+    but ``TEMPLATE-TENANT`` of a template is that tenant's environment; ``tenant_ports`` says whether a tenant is
+    given its ports now (a deploy) or must have them already."""
     path = path.resolve() if path.is_file() else path
     data = read_file(path)
     tables = environment_tables(path, data)
+    table, tenant = name, ""
     if name not in tables:
-        raise ConfigError(f"unknown environment '{name}': choose one of {', '.join(tables)} (defined in {path}).")
-    raw = _merge(data.get("defaults", {}), tables[name])
-    where = f"{path.name} [environments.{name}]"
+        templates = _templates(data, tables)
+        found = tenancy.split(name, templates)
+        if found is None:
+            raise _unknown(name, path, tables, templates)
+        table, tenant = found
+        if not tenancy.valid_tenant(tenant):
+            raise ConfigError(
+                f"environment '{name}' names tenant '{tenant}' of template '{table}', which is not a valid tenant "
+                f"name: use {tenancy.TENANT_WORDS}."
+            )
+    raw = _merge(data.get("defaults", {}), tables[table])
+    where = f"{path.name} [environments.{table}]"
     state_dir = path.parent / STATE_FOLDER / name
     # Secrets are resolved last (after every check of the file), with none until then.
     environment = parse(
-        Environment, raw, path.parent, context=where, name=name, file=path, state_dir=state_dir, secret_values={}
+        Environment, raw, path.parent, context=where, name=table, file=path, state_dir=state_dir, secret_values={}
     )
     _check_contract(where, environment)
-    if not with_secrets:
+    if tenant:
+        environment = dataclasses.replace(_tenant_of(environment, tenant, tenant_ports, state_dir), name=name)
+    if not with_secrets or environment.is_template:  # a template is never deployed: its tenants have the secrets
         return environment
     values = _secrets(name, environment.secrets, environment.generate_missing_secrets, state_dir)
     return dataclasses.replace(environment, secret_values=values)

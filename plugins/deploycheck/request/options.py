@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from deploycheck.engine import commands
 from deploycheck.engine.commands import CommandFailed, Runner
@@ -13,8 +13,21 @@ from deploycheck.request.schema import ConfigError
 
 RELEASE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # What a person asks for; a deploy of the release that is current and healthy becomes "already-current" when
-# its plan finds nothing to change (see ``Deployment.plan``).
-RequestedMode = Literal["deploy", "verify-only", "rollback-to"]
+# its plan finds nothing to change (see ``Deployment.plan``). The last five are the stack's life by hand:
+# --teardown, --backup, --restore-backup=NAME, --list-backups, --tenants.
+RequestedMode = Literal[
+    "deploy", "verify-only", "rollback-to", "teardown", "backup", "restore-backup", "list-backups", "tenants"
+]
+# The option that asks for each mode but deploy (for messages).
+MODE_OPTIONS = {
+    "rollback-to": "--rollback-to",
+    "verify-only": "--verify-only",
+    "teardown": "--teardown",
+    "backup": "--backup",
+    "restore-backup": "--restore-backup",
+    "list-backups": "--list-backups",
+    "tenants": "--tenants",
+}
 
 
 @dataclass(frozen=True)
@@ -25,6 +38,9 @@ class RunRequest:
     release: str
     keep_failed: bool
     citus_source: Path | None = None  # a Citus source release archive, for where the Citus image cannot be had
+    no_backup: bool = False  # --teardown --no-backup: no backup first
+    purge_volumes: bool = False  # --teardown --purge-volumes: the volumes (the data) go too
+    backup_name: str | None = None  # --restore-backup=NAME
 
 
 def valid_release(given: str, option: str = "--release") -> str:
@@ -45,9 +61,17 @@ def release_from_git(folder: Path, runner: Runner) -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
-def mode_of(verify_only: bool, rollback_to: str | None) -> RequestedMode:
-    if rollback_to is not None and verify_only:
-        raise ConfigError("--rollback-to and --verify-only exclude each other: use one of them.")
-    if rollback_to is not None:
-        return "rollback-to"
-    return "verify-only" if verify_only else "deploy"
+def mode_of(asked: dict[str, bool]) -> RequestedMode:
+    """The one mode the options ask for (``asked``: mode -> whether its option was given); deploy without any."""
+    chosen = [mode for mode in MODE_OPTIONS if asked.get(mode)]
+    if len(chosen) > 1:
+        first, second = (MODE_OPTIONS[mode] for mode in chosen[:2])
+        raise ConfigError(f"{first} and {second} exclude each other: use one of them.")
+    return cast(RequestedMode, chosen[0]) if chosen else "deploy"
+
+
+def teardown_options(mode: RequestedMode, no_backup: bool, purge_volumes: bool) -> None:
+    """--no-backup and --purge-volumes say how a teardown goes: with any other mode they are a mistake."""
+    for given, option in ((no_backup, "--no-backup"), (purge_volumes, "--purge-volumes")):
+        if given and mode != "teardown":
+            raise ConfigError(f"{option} applies to --teardown only: add --teardown, or leave {option} out.")
