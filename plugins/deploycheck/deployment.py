@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import TracebackType
 from typing import Generic, TypeVar
 
@@ -24,9 +25,11 @@ import pytest
 
 from deploycheck.engine.compose import ComposeModel
 from deploycheck.engine.target import Target
+from deploycheck.record import reporting
 from deploycheck.record.record import Mode, RunRecord, StageRecord
 from deploycheck.release import lock, redeploy, rollback
 from deploycheck.release.backup import Backup
+from deploycheck.release.fence import FenceFailed
 from deploycheck.release.ledger import Ledger
 from deploycheck.release.migrations import MigrationError
 from deploycheck.release.running import running_release
@@ -36,6 +39,7 @@ from deploycheck.stages import StageFailed, StageNotApplicable
 from deploycheck.stages import backup as backup_stage
 from deploycheck.stages import citus as citus_stage
 from deploycheck.stages import database as database_stage
+from deploycheck.stages import fence as fence_stage
 from deploycheck.stages import images as images_stage
 from deploycheck.stages import migrations as migrations_stage
 from deploycheck.stages import preflight as preflight_stage
@@ -103,6 +107,7 @@ class _Lifetime:
 
     lock: lock.HeldLock | None = None  # the stack's deploy lock, while this run holds it
     started_entry: bool = False
+    fence_up: bool = False  # this run may have put the write fence up: lifted at its end, whatever happened
     facts: rollback.Facts = field(default_factory=rollback.Facts)
 
 
@@ -165,6 +170,7 @@ class Deployment:
         handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
             rollback.perform(decision, life.facts, self.target, record.rollback)
+            self._end_write_fence()
             if record.mode == "rollback-to" and record.outcome == "passed":
                 self.ledger.mark_current(record.release)
             if life.started_entry:
@@ -182,6 +188,60 @@ class Deployment:
             self.say(f"[deploycheck] rollback: {record.rollback.outcome} in {record.rollback.seconds:.1f} s")
             for action in record.rollback.actions:
                 self.say(f"[deploycheck]   {action}")
+        if record.write_fence.put_up or record.write_fence.left_on:
+            self.say(f"[deploycheck] {reporting.write_fence_line(record.write_fence)}")
+
+    # --- the write fence ----------------------------------------------------------------------------------
+
+    @property
+    def writes_refused(self) -> bool:
+        """Whether this run's write fence is up now: the stack's database refuses its clients' writes."""
+        return self._life.fence_up
+
+    def _put_up_write_fence(self, pending: Sequence[Path]) -> None:
+        """Refuse writes from now until the verdict: this deploy's rollback would restore the backup it takes."""
+        fence = self.record.write_fence
+        fence.put_up = True
+        fence.reason = (
+            f"migration{'s' if len(pending) > 1 else ''} {', '.join(p.name for p in pending)} pending: a rollback "
+            "would put the database back to the backup taken now"
+        )
+        fence.started_at = time.time()
+        self._life.fence_up = True  # from before the first statement: whatever it reached is lifted at the end
+        try:
+            fence.started_at, fence.writers_seconds = fence_stage.put_up(
+                self.target, self.record.release, self.environment.timeouts.stage
+            )
+        except FenceFailed as error:
+            raise StageFailed(str(error)) from None
+        self.say(
+            f"[deploycheck] write fence: the database refuses writes from {reporting.clock(fence.started_at)} "
+            f"until the verdict ({fence.reason}); reads go on"
+        )
+
+    def _end_write_fence(self) -> None:
+        """At the verdict, lift this run's fence, or one an earlier run or a restored backup left; a fence that
+        cannot be lifted is reported loudly (the stack refuses writes) and lifted by the next deploy."""
+        fence, life = self.record.write_fence, self._life
+        if self.record.mode == "verify-only":  # changes nothing, a fence left on included (its checks show it)
+            return
+        if not life.fence_up:
+            left = fence_stage.left_on(self.target)
+            if left is None:
+                return
+            fence.earlier_lifted = f"a write fence {left.describe()} was still on"
+        try:
+            ended = fence_stage.lift(self.target)
+        except FenceFailed as error:
+            fence.error = str(error)
+            self.say(f"[deploycheck] {reporting.write_fence_line(fence)}")
+            return
+        if life.fence_up:
+            fence.ended_at, fence.lifted = ended, True
+            life.fence_up = False
+        else:
+            fence.earlier_lifted += ": lifted"
+            self.say(f"[deploycheck] {fence.earlier_lifted}")
 
     # --- running a stage ----------------------------------------------------------------------------------
 
@@ -262,8 +322,8 @@ class Deployment:
             self._life.facts = replace(self._life.facts, stack_existed_before=found.exists)
 
         def steps() -> None:
-            # Only a killed run leaves releases "in progress": we hold the lock now.
-            if not verify_only and self.ledger.unfinished():
+            # Only a killed run leaves releases "in progress", or its write fence on: we hold the lock now.
+            if not verify_only and (self.ledger.unfinished() or fence_stage.left_on(self.target) is not None):
                 self._step("repair", lambda: self._narrated(self._repair))
             if self.plan_.mode == "rollback-to" and self.record.failed_stage is None:
                 self._step("restore", lambda: self._narrated(self._restore))
@@ -294,8 +354,12 @@ class Deployment:
                 self.say(f"[deploycheck]   {line}")
 
     def _repair(self, actions: list[str]) -> None:
-        self._changed_stack()
-        restore_stage.repair(self.target, self.ledger, actions)
+        if self.ledger.unfinished():
+            self._changed_stack()
+            restore_stage.repair(self.target, self.ledger, actions)
+        lifted = restore_stage.lift_left_fence(self.target, actions)
+        if lifted:
+            self.record.write_fence.earlier_lifted = lifted
 
     def _restore(self, actions: list[str]) -> None:
         self._changed_stack()
@@ -323,14 +387,24 @@ class Deployment:
 
     def backup(self) -> StageResult[Backup | None]:
         def take() -> Backup | None:
-            taken = backup_stage.back_up(self.target, self.record.release)
-            if taken is None:
+            if not fence_stage.database_runs(self.target):
+                self.record.write_fence.reason = "not needed: no database ran before this deploy, nothing to lose"
                 self.say("[deploycheck] backup: no database is running yet, nothing to back up")
                 return None
-            self.record.backup_folder, self.record.backup_bytes = str(taken.folder), taken.bytes
+            pending = backup_stage.pending_migrations(self.target)
+            if pending:
+                self._put_up_write_fence(pending)
+            taken = backup_stage.back_up(self.target, self.record.release, fenced=bool(pending))
+            if taken is None:  # the database stopped meanwhile
+                raise StageFailed("the database stopped before it could be backed up")
+            record = self.record
+            record.backup_folder, record.backup_bytes = str(taken.folder), taken.bytes
+            record.backup_writes_blocked_seconds = taken.writes_blocked_seconds
             self._life.facts = replace(self._life.facts, backup=taken)
+            held = f", writes held for {taken.writes_blocked_seconds:.2f} s" if taken.writes_blocked_seconds else ""
             self.say(
-                f"[deploycheck] backup: {taken.bytes / 2**20:.1f} MiB of {len(taken.services)} nodes in {taken.folder}"
+                f"[deploycheck] backup: {taken.bytes / 2**20:.1f} MiB of {len(taken.services)} nodes in "
+                f"{taken.folder} ({taken.seconds:.1f} s{held})"
             )
             return taken
 
