@@ -225,16 +225,17 @@ class Deployment:
         fence, life = self.record.write_fence, self._life
         if self.record.mode == "verify-only":  # changes nothing, a fence left on included (its checks show it)
             return
-        if not life.fence_up:
-            left = fence_stage.left_on(self.target)
-            if left is None:
-                return
-            fence.earlier_lifted = f"a write fence {left.describe()} was still on"
         try:
+            if not life.fence_up:
+                left = fence_stage.left_on(self.target)
+                if left is None:
+                    return
+                fence.earlier_lifted = f"a write fence {left.describe()} was still on"
             ended = fence_stage.lift(self.target)
-        except FenceFailed as error:
-            fence.error = str(error)
-            self.say(f"[deploycheck] {reporting.write_fence_line(fence)}")
+        except Exception as error:  # FenceFailed, or the engine gone: the stack may refuse writes, say so
+            if life.fence_up or fence.earlier_lifted:
+                fence.error = str(error) if isinstance(error, FenceFailed) else f"{type(error).__name__}: {error}"
+                self.say(f"[deploycheck] {reporting.write_fence_line(fence)}")
             return
         if life.fence_up:
             fence.ended_at, fence.lifted = ended, True
@@ -316,6 +317,12 @@ class Deployment:
                 self._life.facts = replace(self._life.facts, previous_release=self.record.previous_release)
             if verify_only:
                 found = preflight_stage.stack_for_verification(self.target)
+                left = fence_stage.left_on(self.target)
+                if left is not None:  # verifying changes nothing: the write checks will show it, and this says why
+                    self.say(
+                        f"[deploycheck] the database refuses writes: a write fence {left.describe()} is still on "
+                        "(that deploy was killed); the next deploy of this environment lifts it"
+                    )
             else:
                 found = preflight_stage.running_stack(self.target)
                 preflight_stage.ports_free(self.target, self.model, found)
