@@ -126,6 +126,17 @@ class Deployment:
         self.ledger = Ledger(self.environment.ledger_file)
         self.plan_ = Plan.of(request.mode)
         self._life = _Lifetime(facts=rollback.Facts(removes_volumes=self.environment.rollback.purge_volumes))
+        self._no_fence_for(request.mode)
+
+    def _no_fence_for(self, mode: Mode) -> None:
+        """Why a run of ``mode`` puts no write fence up (a deploy says so once its backup stage knows)."""
+        why = {
+            "verify-only": "not needed: a verify-only run changes nothing",
+            "rollback-to": "not needed: a manual rollback applies no migration",
+            "already-current": "not needed: the release is current, nothing changes",
+        }
+        if mode in why:
+            self.record.write_fence.reason = why[mode]
 
     # --- the plan: decided before the checks are selected --------------------------------------------------
 
@@ -138,6 +149,7 @@ class Deployment:
         release = self.request.release
         if why is None:
             self.plan_ = Plan.of("already-current", "nothing to change")
+            self._no_fence_for("already-current")
             self.say(
                 f"[deploycheck] release {release} is already current and healthy: nothing to change, "
                 "verifying it with the smoke checks"

@@ -143,7 +143,9 @@ def test_a_run_without_a_fence_says_why_not() -> None:
 
 def test_a_fence_an_earlier_run_left_is_reported_lifted() -> None:
     record = RunRecord(environment="staging", mode="deploy")
-    record.write_fence.earlier_lifted = "lifted the write fence put up at 2023-11-14 22:13:20 UTC by a deploy of release B"
+    record.write_fence.earlier_lifted = (
+        "lifted the write fence put up at 2023-11-14 22:13:20 UTC by a deploy of release B"
+    )
     assert f"  {record.write_fence.earlier_lifted}" in reporting.terminal_lines(record)
     assert record.write_fence.earlier_lifted in github.job_summary(record)
     assert record.summary()["write_fence"]["earlier_fence_lifted"] == record.write_fence.earlier_lifted
