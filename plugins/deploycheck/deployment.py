@@ -1,8 +1,9 @@
 """One deployment's lifetime, owned by one object.
 
 ``with Deployment(...) as deployment:`` (the ``deployment`` session fixture) takes the lock in preflight, runs
-the stages in order, hands the checks a ``Stack``, and at its end decides and performs the rollback, closes the
-release's ledger entry and releases the lock, whatever happened in between (a failure, Ctrl+C, SIGTERM).
+the stages in order, hands the checks a ``Stack``, and at its end decides and performs the rollback, lifts the
+write fence (``release.fence``), closes the release's ledger entry and releases the lock, whatever happened in
+between (a failure, Ctrl+C, SIGTERM).
 
 Every stage runs through ``run_stage``: named, timed, shown on the terminal as it starts and ends, and recorded
 in the run record. A stage that fails does not raise out of its fixture (pytest would re-raise the cached error
@@ -181,8 +182,10 @@ class Deployment:
             self.say(f"[deploycheck] rollback: {decision.why}")
         handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
-            rollback.perform(decision, life.facts, self.target, record.rollback)
-            self._end_write_fence()
+            try:
+                rollback.perform(decision, life.facts, self.target, record.rollback)
+            finally:  # after the rollback's restore, if any: the write fence is never left on by this run
+                self._end_write_fence()
             if record.mode == "rollback-to" and record.outcome == "passed":
                 self.ledger.mark_current(record.release)
             if life.started_entry:
