@@ -1,8 +1,9 @@
 """One deployment's lifetime, owned by one object.
 
 ``with Deployment(...) as deployment:`` (the ``deployment`` session fixture) takes the lock in preflight, runs
-the stages in order, hands the checks a ``Stack``, and at its end decides and performs the rollback, closes the
-release's ledger entry and releases the lock, whatever happened in between (a failure, Ctrl+C, SIGTERM).
+the stages in order, hands the checks a ``Stack``, and at its end decides and performs the rollback, lifts the
+write fence (``release.fence``), closes the release's ledger entry and releases the lock, whatever happened in
+between (a failure, Ctrl+C, SIGTERM).
 
 Every stage runs through ``run_stage``: named, timed, shown on the terminal as it starts and ends, and recorded
 in the run record. A stage that fails does not raise out of its fixture (pytest would re-raise the cached error
@@ -16,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -28,9 +29,11 @@ from deploycheck.engine.commands import CommandFailed
 from deploycheck.engine.compose import ComposeModel
 from deploycheck.engine.ssh import SSHError
 from deploycheck.engine.target import DeployLock, EngineUnreachable, Target
+from deploycheck.record import reporting
 from deploycheck.record.record import Mode, RunRecord, StageRecord
 from deploycheck.release import inventory, lock, redeploy, rollback
 from deploycheck.release.backup import Backup
+from deploycheck.release.fence import FenceFailed
 from deploycheck.release.inventory import BackupFound
 from deploycheck.release.ledger import Action, Ledger, LedgerError
 from deploycheck.release.migrations import MigrationError
@@ -42,6 +45,7 @@ from deploycheck.stages import backup as backup_stage
 from deploycheck.stages import citus as citus_stage
 from deploycheck.stages import database as database_stage
 from deploycheck.stages import diagnose as diagnose_stage
+from deploycheck.stages import fence as fence_stage
 from deploycheck.stages import images as images_stage
 from deploycheck.stages import life as life_stage
 from deploycheck.stages import migrations as migrations_stage
@@ -132,6 +136,7 @@ class _Lifetime:
 
     lock: DeployLock | None = None  # the stack's deploy lock, while this run holds it
     started_entry: bool = False
+    fence_up: bool = False  # this run may have put the write fence up: lifted at its end, whatever happened
     facts: rollback.Facts = field(default_factory=rollback.Facts)
 
 
@@ -154,6 +159,17 @@ class Deployment:
         self._engine_answered = False  # preflight reached the engine (a diagnosis asks it again)
         if self.environment.tenant:
             record.life.template, record.life.tenant = self.environment.template, self.environment.tenant
+        self._no_fence_for(request.mode)
+
+    def _no_fence_for(self, mode: Mode) -> None:
+        """Why a run of ``mode`` puts no write fence up (a deploy says so once its backup stage knows)."""
+        why = {
+            "verify-only": "not needed: a verify-only run changes nothing",
+            "rollback-to": "not needed: a manual rollback applies no migration",
+            "already-current": "not needed: the release is current, nothing changes",
+        }
+        if mode in why:
+            self.record.write_fence.reason = why[mode]
 
     # --- the plan: decided before the checks are selected --------------------------------------------------
 
@@ -171,6 +187,7 @@ class Deployment:
         release = self.request.release
         if why is None:
             self.plan_ = Plan.of("already-current", "nothing to change")
+            self._no_fence_for("already-current")
             self.say(
                 f"[deploycheck] release {release} is already current and healthy: nothing to change, "
                 "verifying it with the smoke checks"
@@ -207,7 +224,10 @@ class Deployment:
             self.say(f"[deploycheck] rollback: {decision.why}")
         handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
-            rollback.perform(decision, life.facts, self.target, record.rollback)
+            try:
+                rollback.perform(decision, life.facts, self.target, record.rollback)
+            finally:  # after the rollback's restore, if any: the write fence is never left on by this run
+                self._end_write_fence()
             if record.mode == "rollback-to" and record.outcome == "passed":
                 self.ledger.mark_current(record.release)
             if life.started_entry:
@@ -229,6 +249,61 @@ class Deployment:
             self.say(f"[deploycheck] rollback: {record.rollback.outcome} in {record.rollback.seconds:.1f} s")
             for action in record.rollback.actions:
                 self.say(f"[deploycheck]   {action}")
+        if record.write_fence.put_up or record.write_fence.left_on:
+            self.say(f"[deploycheck] {reporting.write_fence_line(record.write_fence)}")
+
+    # --- the write fence ----------------------------------------------------------------------------------
+
+    @property
+    def writes_refused(self) -> bool:
+        """Whether this run's write fence is up now: the stack's database refuses its clients' writes."""
+        return self._life.fence_up
+
+    def _put_up_write_fence(self, pending: Sequence[Path]) -> None:
+        """Refuse writes from now until the verdict: this deploy's rollback would restore the backup it takes."""
+        fence = self.record.write_fence
+        fence.put_up = True
+        fence.reason = (
+            f"migration{'s' if len(pending) > 1 else ''} {', '.join(p.name for p in pending)} pending: a rollback "
+            "would put the database back to the backup taken now"
+        )
+        fence.started_at = time.time()
+        self._life.fence_up = True  # from before the first statement: whatever it reached is lifted at the end
+        try:
+            fence.started_at, fence.writers_seconds = fence_stage.put_up(
+                self.target, self.record.release, self.environment.timeouts.stage
+            )
+        except FenceFailed as error:
+            raise StageFailed(str(error)) from None
+        self.say(
+            f"[deploycheck] write fence: the database refuses writes from {reporting.clock(fence.started_at)} "
+            f"until the verdict ({fence.reason}); reads go on"
+        )
+
+    def _end_write_fence(self) -> None:
+        """At the verdict, lift this run's fence, or one an earlier run or a restored backup left; a fence that
+        cannot be lifted is reported loudly (the stack refuses writes) and lifted by the next deploy."""
+        fence, life = self.record.write_fence, self._life
+        if self.record.mode == "verify-only":  # changes nothing, a fence left on included (its checks show it)
+            return
+        try:
+            if not life.fence_up:
+                left = fence_stage.left_on(self.target)
+                if left is None:
+                    return
+                fence.earlier_lifted = f"a write fence {left.describe()} was still on"
+            ended = fence_stage.lift(self.target)
+        except Exception as error:  # FenceFailed, or the engine gone: the stack may refuse writes, say so
+            if life.fence_up or fence.earlier_lifted:
+                fence.error = str(error) if isinstance(error, FenceFailed) else f"{type(error).__name__}: {error}"
+                self.say(f"[deploycheck] {reporting.write_fence_line(fence)}")
+            return
+        if life.fence_up:
+            fence.ended_at, fence.lifted = ended, True
+            life.fence_up = False
+        else:
+            fence.earlier_lifted += ": lifted"
+            self.say(f"[deploycheck] {fence.earlier_lifted}")
 
     def _state(self, how: Literal["pull", "push"], backup: Path | None = None) -> None:
         """The stack's state (ledger, configurations, backups) read from, or written to, where its target keeps
@@ -336,6 +411,12 @@ class Deployment:
                 self._life.facts = replace(self._life.facts, previous_release=self.record.previous_release)
             if read_only:
                 found = preflight_stage.stack_for_verification(self.target)
+                left = fence_stage.left_on(self.target)
+                if left is not None:  # verifying changes nothing: the write checks will show it, and this says why
+                    self.say(
+                        f"[deploycheck] the database refuses writes: a write fence {left.describe()} is still on "
+                        "(that deploy was killed); the next deploy of this environment lifts it"
+                    )
             else:
                 found = preflight_stage.running_stack(self.target)
                 if mode not in BY_HAND:  # they start nothing new
@@ -345,8 +426,8 @@ class Deployment:
                 self._by_hand()
 
         def steps() -> None:
-            # Only a killed run leaves releases "in progress": we hold the lock now.
-            if not read_only and self.ledger.unfinished():
+            # Only a killed run leaves releases "in progress", or its write fence on: we hold the lock now.
+            if not read_only and (self.ledger.unfinished() or fence_stage.left_on(self.target) is not None):
                 self._step("repair", lambda: self._narrated(self._repair))
             if self.plan_.mode == "rollback-to" and self.record.failed_stage is None:
                 self._step("restore", lambda: self._narrated(self._restore))
@@ -406,8 +487,12 @@ class Deployment:
                 self.say(f"[deploycheck]   {line}")
 
     def _repair(self, actions: list[str]) -> None:
-        self._changed_stack()
-        restore_stage.repair(self.target, self.ledger, actions)
+        if self.ledger.unfinished():
+            self._changed_stack()
+            restore_stage.repair(self.target, self.ledger, actions)
+        lifted = restore_stage.lift_left_fence(self.target, actions)
+        if lifted:
+            self.record.write_fence.earlier_lifted = lifted
 
     def _restore(self, actions: list[str]) -> None:
         self._changed_stack()
@@ -442,15 +527,26 @@ class Deployment:
 
     def backup(self) -> StageResult[Backup | None]:
         def take() -> Backup | None:
-            taken = backup_stage.back_up(self.target, self.record.release)
-            if taken is None:
+            if not fence_stage.database_runs(self.target):
+                self.record.write_fence.reason = "not needed: no database ran before this deploy, nothing to lose"
                 self.say("[deploycheck] backup: no database is running yet, nothing to back up")
                 return None
-            self.record.backup_folder, self.record.backup_bytes = str(taken.folder), taken.bytes
+            # Only a deploy applies migrations; a backup by hand (--backup, a teardown's, a restore's) applies none.
+            pending = backup_stage.pending_migrations(self.target) if self.plan_.mode == "deploy" else []
+            if pending:
+                self._put_up_write_fence(pending)
+            taken = backup_stage.back_up(self.target, self.record.release, fenced=bool(pending))
+            if taken is None:  # the database stopped meanwhile
+                raise StageFailed("the database stopped before it could be backed up")
+            record = self.record
+            record.backup_folder, record.backup_bytes = str(taken.folder), taken.bytes
+            record.backup_writes_blocked_seconds = taken.writes_blocked_seconds
             self._state("push", taken.folder)
             self._life.facts = replace(self._life.facts, backup=taken)
+            held = f", writes held for {taken.writes_blocked_seconds:.2f} s" if taken.writes_blocked_seconds else ""
             self.say(
-                f"[deploycheck] backup: {taken.bytes / 2**20:.1f} MiB of {len(taken.services)} nodes in {taken.folder}"
+                f"[deploycheck] backup: {taken.bytes / 2**20:.1f} MiB of {len(taken.services)} nodes in "
+                f"{taken.folder} ({taken.seconds:.1f} s{held})"
             )
             return taken
 

@@ -491,7 +491,7 @@ class Run:
         reporting.write_summary_json(record, self.summary_path)
         if github.is_github_actions():
             github.write_job_summary(record)
-        if record.rollback.outcome == "failed":
+        if record.rollback.outcome == "failed" or record.write_fence.left_on:  # the stack is not left serving
             session.exitstatus = EXIT_ROLLBACK_FAILED
         elif record.failed and session.exitstatus == pytest.ExitCode.OK:
             # A failed stage skips every check; the run must still end red.

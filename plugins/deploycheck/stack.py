@@ -11,6 +11,7 @@ from docker.models.containers import Container
 
 from deploycheck.engine.containers import project_containers
 from deploycheck.engine.target import Target
+from deploycheck.release import fence
 from deploycheck.request.environment import Environment, HttpService
 
 Connection = psycopg.Connection[tuple[object, ...]]
@@ -40,9 +41,10 @@ def service_address(target: Target, container: Container | None, service: str, p
     return target.host_address(host_port)
 
 
-def database_connection(target: Target, timeout: int = 5) -> Connection:
+def database_connection(target: Target, timeout: int = 5, *, as_client: bool = False) -> Connection:
     """A connection to the database (the Citus coordinator, or the PostgreSQL server) through the port it
-    publishes; the password goes only to libpq."""
+    publishes; the password goes only to libpq. It is deploycheck's own session: it writes under the write fence
+    of a deploy (``release.fence``), unless ``as_client`` asks for the session a client of the stack gets."""
     environment = target.environment
     database = environment.stack.database
     container = project_containers(target.docker, environment.compose_project).get(database.service)
@@ -56,6 +58,7 @@ def database_connection(target: Target, timeout: int = 5) -> Connection:
         connect_timeout=timeout,
         autocommit=True,
         application_name="deploycheck",
+        options="" if as_client else fence.SESSION_OPTIONS,
     )
 
 

@@ -33,7 +33,10 @@ def base_url(request: pytest.FixtureRequest, stack: Stack) -> str:
 
 
 @pytest.fixture(scope="session")
-def background_write_then_read(stack: Stack, background: ThreadPoolExecutor) -> dict[str, Future[None]]:
-    """The write-then-read round trip, directly and through Nginx (the ``base_url`` of the API checks)."""
+def background_write_then_read(
+    stack: Stack, background: ThreadPoolExecutor, writes_refused: bool
+) -> dict[str, Future[None]]:
+    """The write-then-read round trip, directly and through Nginx (the ``base_url`` of the API checks); under a
+    deploy's write fence, the API's refusal of the write, then the round trip's reads."""
     urls = [stack.url("api", via) for via in ("direct", "proxy")]
-    return {url: background.submit(write_then_read, stack, url) for url in urls}
+    return {url: background.submit(write_then_read, stack, url, writes_refused) for url in urls}

@@ -12,20 +12,39 @@ from deploycheck.stack import Stack
 HTTP_TIMEOUT = 10
 
 
-def write_then_read(stack: Stack, base_url: str) -> None:
+ORDERS = (("tea", 250), ("cake", 475))
+
+
+def write_then_read(stack: Stack, base_url: str, writes_refused: bool) -> None:
     """A store and two orders written through the API at base_url, read back, and found in the workers' shards,
-    not on the coordinator."""
+    not on the coordinator. While the database refuses writes (``writes_refused``: a deploy's write fence), the
+    API must refuse the write with 503 and Retry-After, and the rows it reads back are written by deploycheck's
+    own session instead."""
     token = stack.environment.secret("api_token").reveal()
+    name = f"probe-{uuid.uuid4().hex[:8]}"
     with requests.Session() as http, stack.connect() as conn:
         http.headers["Authorization"] = f"Bearer {token}"
-        store = http.post(f"{base_url}/stores", json={"name": f"probe-{uuid.uuid4().hex[:8]}"}, timeout=HTTP_TIMEOUT)
-        assert store.status_code == 201, store.text
-        store_id = int(store.json()["id"])
-        for item, cents in (("tea", 250), ("cake", 475)):
-            order = http.post(
-                f"{base_url}/stores/{store_id}/orders", json={"item": item, "amount_cents": cents}, timeout=HTTP_TIMEOUT
-            )
-            assert order.status_code == 201, order.text
+        store = http.post(f"{base_url}/stores", json={"name": name}, timeout=HTTP_TIMEOUT)
+        if writes_refused:
+            assert store.status_code == 503 and "read-only" in store.text, store.text
+            assert store.headers.get("Retry-After", "").isdigit(), f"no Retry-After: {dict(store.headers)}"
+            row = conn.execute("INSERT INTO stores (name) VALUES (%s) RETURNING id", (name,)).fetchone()
+            assert row is not None
+            store_id = int(str(row[0]))
+            for item, cents in ORDERS:
+                conn.execute(
+                    "INSERT INTO orders (store_id, item, amount_cents) VALUES (%s, %s, %s)", (store_id, item, cents)
+                )
+        else:
+            assert store.status_code == 201, store.text
+            store_id = int(store.json()["id"])
+            for item, cents in ORDERS:
+                order = http.post(
+                    f"{base_url}/stores/{store_id}/orders",
+                    json={"item": item, "amount_cents": cents},
+                    timeout=HTTP_TIMEOUT,
+                )
+                assert order.status_code == 201, order.text
         orders = http.get(f"{base_url}/stores/{store_id}/orders", timeout=HTTP_TIMEOUT).json()
         assert [(o["item"], o["amount_cents"]) for o in orders] == [("tea", 250), ("cake", 475)]
         summary = http.get(f"{base_url}/stores/{store_id}/summary", timeout=HTTP_TIMEOUT).json()

@@ -109,7 +109,7 @@ def target(tmp_path: Path, **node: dict[str, bool]) -> Target:
 
 
 def take(on: Target, release: str = "B") -> backup.Backup:
-    return backup.take(on, release, cast(Any, Connection()))
+    return backup.take(on, release, cast(Any, Connection()), fenced=False)
 
 
 def test_a_backup_is_readable_by_its_owner_only_and_complete_under_its_name(tmp_path: Path) -> None:

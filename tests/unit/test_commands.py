@@ -105,10 +105,11 @@ def test_compose_commands_name_the_project_and_its_files_and_carry_the_password_
             [
                 "sh",
                 "-c",
-                "rm -rf /tmp/b && pg_basebackup -D /tmp/b -Ft -z -X fetch -U app --checkpoint=fast",
+                "rm -rf /tmp/b && pg_basebackup -D /tmp/b -Ft -X fetch -U app --checkpoint=fast",
             ],
             "postgres",
         ),
+        (commands.compress_backup("/tmp/b"), ["sh", "-c", "gzip -1 /tmp/b/base.tar"], "postgres"),
         (commands.remove_tree("/tmp/b"), ["sh", "-c", "rm -rf /tmp/b"], "postgres"),
         (commands.pg_isready("app", "shop"), ["pg_isready", "-q", "-U", "app", "-d", "shop"], ""),
         (

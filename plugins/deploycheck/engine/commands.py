@@ -263,10 +263,16 @@ def shell(script: str, *, user: str = "", timeout: float = 600) -> Command:
 
 
 def pg_basebackup(user: str, target: str) -> Command:
-    """A compressed physical backup of the node (WAL included) into ``target`` (emptied first)."""
+    """A physical backup of the node (WAL included) into ``target`` (emptied first), as ``base.tar``: not
+    compressed, as writes may wait for it (3 to 4 x faster than with ``-z``); ``compress_backup`` then."""
     return shell(
-        f"rm -rf {target} && pg_basebackup -D {target} -Ft -z -X fetch -U {user} --checkpoint=fast", user="postgres"
+        f"rm -rf {target} && pg_basebackup -D {target} -Ft -X fetch -U {user} --checkpoint=fast", user="postgres"
     )
+
+
+def compress_backup(target: str) -> Command:
+    """The backup ``pg_basebackup`` wrote into ``target`` compressed in place: ``base.tar.gz``."""
+    return shell(f"gzip -1 {target}/base.tar", user="postgres")
 
 
 def remove_tree(path: str) -> Command:

@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from deploycheck.record.record import RunRecord
+from deploycheck.record.reporting import write_fence_line
 
 MAX_ANNOTATIONS = 10  # GitHub shows at most 10 errors per step: aggregate rather than lose them
 
@@ -49,12 +50,21 @@ def job_summary(record: RunRecord) -> str:
     rollback = record.rollback
     lines += ["", f"**Rollback:** {rollback.outcome} ({rollback.seconds:.1f} s)"]
     lines += [f"- {_cell(action)}" for action in rollback.actions]
+    fence = record.write_fence
+    if fence.left_on:
+        lines += ["", f"> [!CAUTION]\n> **{_cell(write_fence_line(fence))}**"]
+    else:
+        lines += ["", f"**Write fence:** {_cell(write_fence_line(fence).removeprefix('write fence: '))}"]
+    if fence.earlier_lifted:
+        lines.append(f"- {_cell(fence.earlier_lifted)}")
     return "\n".join(lines) + "\n"
 
 
 def error_annotations(record: RunRecord) -> list[str]:
     """``::error`` lines: the failed stage, then failed checks grouped by file, at most 10 in all."""
     found: list[tuple[str, str, str]] = []  # (file, title, message)
+    if record.write_fence.left_on:
+        found.append(("", "the database refuses every write", write_fence_line(record.write_fence)))
     stage = record.failed_stage
     if stage is not None:
         found.append(("checks/test_stages.py", f"stage {stage.name} failed", stage.reason))

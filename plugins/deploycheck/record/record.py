@@ -68,6 +68,44 @@ class RollbackRecord:
 
 
 @dataclass
+class WriteFenceRecord:
+    """The window in which the database refused writes for this run (``release.fence``), and a fence lifted
+    that an earlier run had left on."""
+
+    put_up: bool = False  # this run refused writes: it deployed over a running database with pending migrations
+    reason: str = "not needed: no migration was pending"  # why it was put up, or why not
+    started_at: float = 0.0  # epoch seconds: writes refused from here...
+    ended_at: float = 0.0  # ...to here (0: not lifted)
+    writers_seconds: float = 0.0  # how long the backup waited for the transactions begun before the fence
+    lifted: bool = False
+    error: str = ""  # why it could not be lifted: the stack still refuses writes
+    earlier_lifted: str = ""  # a fence an earlier run left on (killed, or its lift failed), lifted by this one
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.ended_at - self.started_at) if self.put_up and self.ended_at else 0.0
+
+    @property
+    def left_on(self) -> bool:
+        """The run ends with the stack refusing writes: say so loudly, exit 6."""
+        return bool(self.error)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "put_up": self.put_up,
+            "reason": self.reason,
+            "started_at": round(self.started_at, 3) if self.put_up else None,
+            "ended_at": round(self.ended_at, 3) if self.ended_at else None,
+            "seconds": round(self.seconds, 3) if self.ended_at else None,
+            "writers_wait_seconds": round(self.writers_seconds, 3),
+            "lifted": self.lifted,
+            "left_on": self.left_on,
+            "error": self.error,
+            "earlier_fence_lifted": self.earlier_lifted,
+        }
+
+
+@dataclass
 class RunRecord:
     environment: str
     mode: Mode
@@ -91,6 +129,8 @@ class RunRecord:
     backup_folder: str | None = None  # the backup the backup stage took, if a database was running
     backup_bytes: int = 0
     life: LifeRecord = field(default_factory=LifeRecord)  # the diagnosis, and the stack's life by hand
+    backup_writes_blocked_seconds: float = 0.0  # how long the backup held writes waiting (a lock), if it did
+    write_fence: WriteFenceRecord = field(default_factory=WriteFenceRecord)
 
     @property
     def is_citus(self) -> bool:
@@ -148,7 +188,8 @@ class RunRecord:
 
     @property
     def outcome(self) -> Literal["passed", "failed"]:
-        return "failed" if self.failed or self.rollback.outcome == "failed" else "passed"
+        ended_badly = self.rollback.outcome == "failed" or self.write_fence.left_on
+        return "failed" if self.failed or ended_badly else "passed"
 
     def summary(self) -> dict[str, Any]:
         """The JSON summary (reports/summary.json)."""
@@ -165,7 +206,12 @@ class RunRecord:
             "previous_release": self.previous_release,
             "migrations_applied": self.migrations_applied,
             "image_transfer": self.image_transfer,
-            "backup": {"folder": self.backup_folder, "bytes": self.backup_bytes},
+            "backup": {
+                "folder": self.backup_folder,
+                "bytes": self.backup_bytes,
+                "writes_blocked_seconds": round(self.backup_writes_blocked_seconds, 3),
+            },
+            "write_fence": self.write_fence.summary(),
             "outcome": self.outcome,
             "interrupted": self.interrupted,
             "started_at": self.started_at,

@@ -4,12 +4,41 @@ from __future__ import annotations
 
 import html
 import json
+import time
 from pathlib import Path
 
 from deploycheck.record import life
-from deploycheck.record.record import RunRecord
+from deploycheck.record.record import RunRecord, WriteFenceRecord
 
-OUTCOME_COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "skipped": "#9e9e9e"}
+OUTCOME_COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "skipped": "#9e9e9e", "refused": "#ef6c00"}
+
+
+def clock(epoch: float) -> str:
+    """A moment of the run, as the terminal and the reports show it: UTC time to the millisecond."""
+    return time.strftime("%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch * 1000) % 1000:03d} UTC"
+
+
+# What to run on the database when the fence could not be lifted and no deploy will come soon.
+LIFT_BY_HAND = (
+    "ALTER SYSTEM RESET default_transaction_read_only; ALTER SYSTEM RESET deploycheck.write_fence; "
+    "SELECT pg_reload_conf();"
+)
+
+
+def write_fence_line(fence: WriteFenceRecord) -> str:
+    """The write fence in one line: the window in which writes were refused, or that it is still on."""
+    if fence.left_on:
+        return (
+            f"WRITE FENCE STILL ON: the database refuses every write since {clock(fence.started_at)}"
+            if fence.put_up
+            else "WRITE FENCE STILL ON: the database refuses every write"
+        ) + f" ({fence.error}); the next deploy lifts it, or run on the database: {LIFT_BY_HAND}"
+    if not fence.put_up:
+        return f"write fence: {fence.reason}"
+    return (
+        f"write fence: writes refused from {clock(fence.started_at)} to {clock(fence.ended_at)} "
+        f"({fence.seconds:.1f} s; {fence.reason})"
+    )
 
 
 def environment_rows(record: RunRecord) -> dict[str, str]:
@@ -56,6 +85,11 @@ def timeline_svg(record: RunRecord) -> str:
     if record.rollback.performed:
         rollback = record.rollback
         rows.append(("rollback", "rollback", [(rollback.started_at, rollback.seconds, rollback.outcome, "rollback")]))
+    fence = record.write_fence
+    if fence.put_up:
+        end = fence.ended_at or record.finished_at or time.time()
+        outcome = "failed" if fence.left_on else "refused"
+        rows.append(("fence", "writes refused", [(fence.started_at, end - fence.started_at, outcome, "write fence")]))
     if not rows:
         return ""
     origin = min(bar[0] for _, _, bars in rows for bar in bars)
@@ -104,6 +138,18 @@ def rollback_html(record: RunRecord) -> str:
     )
 
 
+def write_fence_html(record: RunRecord) -> str:
+    """The window in which the database refused writes; a fence still on, in red."""
+    fence = record.write_fence
+    if fence.left_on:
+        return (
+            '<div id="deploycheck-write-fence" style="color:#c62828;border:2px solid #c62828;padding:4px">'
+            f"<p><strong>{html.escape(write_fence_line(fence))}</strong></p></div>"
+        )
+    earlier = f"<p>{html.escape(fence.earlier_lifted)}</p>" if fence.earlier_lifted else ""
+    return f'<div id="deploycheck-write-fence"><p><strong>Write fence:</strong> {html.escape(write_fence_line(fence).removeprefix("write fence: "))}</p>{earlier}</div>'
+
+
 def summary_html(record: RunRecord) -> list[str]:
     """The block pytest-html puts above the results table."""
     outcome = record.outcome
@@ -118,6 +164,7 @@ def summary_html(record: RunRecord) -> list[str]:
         stage_table_html(record),
         *life.html_blocks(record.life),
         rollback_html(record),
+        write_fence_html(record),
     ]
 
 
@@ -144,4 +191,7 @@ def terminal_lines(record: RunRecord) -> list[str]:
     rollback = record.rollback
     lines.append(f"rollback: {rollback.outcome} ({rollback.seconds:.1f} s)")
     lines.extend(f"  {action}" for action in rollback.actions)
+    lines.append(write_fence_line(record.write_fence))
+    if record.write_fence.earlier_lifted:
+        lines.append(f"  {record.write_fence.earlier_lifted}")
     return lines

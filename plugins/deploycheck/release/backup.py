@@ -1,9 +1,19 @@
 """Backups of the whole Citus cluster, and their restore.
 
-A backup is a physical one per node (``pg_basebackup``, compressed, WAL included), taken on every node while
-writes through the coordinator are blocked (the distributed tables locked in EXCLUSIVE mode, reads go on),
-so the coordinator's metadata and the workers' shards belong to the same moment. Backups are kept in
-``.deploycheck/ENV/backups/TIME-RELEASE/`` (one tar per node and a manifest), the last 10 complete ones.
+A backup is a physical one per node (``pg_basebackup``, WAL included), taken on every node at once, then
+compressed and copied here.
+The nodes' backups must belong to one moment (the coordinator's metadata and sequences, the workers' shards), so
+no write may land while they are taken:
+
+- when the deploy will apply migrations, the write fence is up (``release.fence``): the database refuses writes
+  from before the backup until the verdict, and every transaction begun before it has ended;
+- otherwise (the backup is then a safety copy: a rollback restores it only after migrations) writes through the
+  Citus coordinator wait while the nodes' ``pg_basebackup`` run (the distributed tables locked in EXCLUSIVE
+  mode, reads go on), and only then: the compression and the copy to this machine come after. A single
+  PostgreSQL server's backup is consistent by itself, with no lock.
+
+Backups are kept in ``.deploycheck/ENV/backups/TIME-RELEASE/`` (one tar per node and a manifest), the last 10
+complete ones.
 
 A backup holds the whole database: the backups folder and each backup's folder are 0700, every file in them
 0600, whatever the umask. A backup is written into ``TIME-RELEASE.partial`` and renamed to its name only once
@@ -48,15 +58,6 @@ SCRATCH = "/tmp/deploycheck-backup"
 
 class BackupFailed(Exception):
     pass
-
-
-@dataclass(frozen=True)
-class Backup:
-    folder: Path
-    release: str
-    services: tuple[str, ...]
-    seconds: float
-    bytes: int
 
 
 def private_folder(folder: Path) -> Path:
@@ -147,21 +148,48 @@ def prune(backups_dir: Path, keep: int = KEEP) -> list[Path]:
     return [*leftovers, *old]
 
 
-def _backup_node(target: Target, container: Container, archive: Path) -> int:
+@dataclass(frozen=True)
+class Backup:
+    folder: Path
+    release: str
+    services: tuple[str, ...]
+    seconds: float
+    bytes: int
+    writes_blocked_seconds: float = 0.0  # how long writes waited on the backup's lock (none under the fence)
+
+
+def _base_backup(target: Target, container: Container) -> None:
     try:
         target.runner.exec(container, commands.pg_basebackup(target.environment.database.user, SCRATCH))
+    except CommandFailed as error:
+        raise BackupFailed(f"{container.name}: {error}") from None
+
+
+def _fetch(target: Target, container: Container, archive: Path) -> int:
+    """The node's backup, compressed in its container and copied to ``archive`` on this machine; its scratch copy
+    removed."""
+    try:
+        try:
+            target.runner.exec(container, commands.compress_backup(SCRATCH))
+        except CommandFailed as error:
+            raise BackupFailed(f"{container.name}: {error}") from None
         stream, _ = container.get_archive(SCRATCH)
         with private_file(archive) as handle:
             for chunk in stream:
                 handle.write(chunk)
-        target.runner.exec(container, commands.remove_tree(SCRATCH))
-    except CommandFailed as error:
-        raise BackupFailed(f"{container.name}: {error}") from None
+    finally:
+        target.runner.exec(container, commands.remove_tree(SCRATCH), check=False)
     return archive.stat().st_size
 
 
-def take(target: Target, release: str, connection: psycopg.Connection[tuple[object, ...]]) -> Backup:
-    """Back up every database node of the running stack, writes blocked meanwhile; keep the last 10."""
+def _distributed_tables(connection: psycopg.Connection[tuple[object, ...]]) -> list[str]:
+    return [str(r[0]) for r in connection.execute("SELECT logicalrelid::regclass::text FROM pg_dist_partition")]
+
+
+def take(target: Target, release: str, connection: psycopg.Connection[tuple[object, ...]], *, fenced: bool) -> Backup:
+    """Back up every database node of the running stack, all at one moment; keep the last 10. ``fenced``: the
+    write fence is up (no write can land); else writes through the Citus coordinator wait for the nodes'
+    ``pg_basebackup``."""
     environment = target.environment
     start = time.monotonic()
     services = environment.node_services
@@ -169,26 +197,28 @@ def take(target: Target, release: str, connection: psycopg.Connection[tuple[obje
     missing = [s for s in services if s not in containers or containers[s].status != "running"]
     if missing:
         raise BackupFailed(f"cannot back up: {', '.join(missing)} not running")
-    # Citus: the nodes' backups must be of one moment, so writes through the coordinator wait meanwhile (reads go
-    # on); a single PostgreSQL server's backup is consistent by itself.
-    tables = []
-    if environment.stack.database.is_citus:
-        tables = [str(r[0]) for r in connection.execute("SELECT logicalrelid::regclass::text FROM pg_dist_partition")]
+    tables = _distributed_tables(connection) if environment.stack.database.is_citus and not fenced else []
     partial = new_backup_folder(environment.backups_dir, release)
+    blocked = 0.0
     try:
-        with connection.transaction():
-            if tables:
-                connection.execute(f"LOCK TABLE {', '.join(tables)} IN EXCLUSIVE MODE")
-            with ThreadPoolExecutor(max_workers=min(8, len(services))) as pool:
-                sizes = list(pool.map(lambda s: _backup_node(target, containers[s], partial / f"{s}.tar"), services))
+        with ThreadPoolExecutor(max_workers=min(8, len(services))) as pool:
+            asked = time.monotonic()  # from here new writes queue behind the lock, until its transaction ends
+            with connection.transaction():
+                if tables:
+                    connection.execute(f"LOCK TABLE {', '.join(tables)} IN EXCLUSIVE MODE")
+                list(pool.map(lambda s: _base_backup(target, containers[s]), services))
+            blocked = time.monotonic() - asked if tables else 0.0
+            sizes = list(pool.map(lambda s: _fetch(target, containers[s], partial / f"{s}.tar"), services))
         total = sum(sizes)
         write_manifest(partial, {"release": release, "taken_at": time.time(), "services": services, "bytes": total})
         folder = complete(partial)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
+        for service in services:  # a node's scratch copy, when its backup failed or was interrupted
+            target.runner.exec(containers[service], commands.remove_tree(SCRATCH), check=False)
         raise
     prune(environment.backups_dir)
-    return Backup(folder, release, tuple(services), time.monotonic() - start, total)
+    return Backup(folder, release, tuple(services), time.monotonic() - start, total, blocked)
 
 
 RESTORE_SCRIPT = (

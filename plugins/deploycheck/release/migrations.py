@@ -6,6 +6,11 @@ sent as one string, citusdata/citus#6608), in one transaction together with the 
 table, stopping at the first error. A file whose first line is ``-- deploycheck: no-transaction`` runs without
 that transaction (for what PostgreSQL or Citus refuse inside one, such as CREATE INDEX CONCURRENTLY); it is
 recorded once it has run. An error names the file, the line and the statement, in Citus's own words.
+
+Migrations run while the write fence refuses every other session's writes (``release.fence``), live and on the
+rehearsal's copy alike (its configuration comes from a backup taken under the fence): psql's session lifts it
+for itself. A statement that makes the server open a session of its own on the coordinator (a background job)
+finds that session read-only, in the rehearsal first.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import hashlib
 import io
 import re
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
@@ -22,6 +27,7 @@ from docker.models.containers import Container
 
 from deploycheck.engine import commands
 from deploycheck.engine.commands import Runner
+from deploycheck.release.fence import SESSION_OPTIONS
 
 VERSION_TABLE = "deploycheck_schema_migrations"
 NO_TRANSACTION = "-- deploycheck: no-transaction"
@@ -141,9 +147,8 @@ def run_file(runner: Runner, coordinator: Container, user: str, database: str, p
     in_one_transaction = not text.decode(errors="replace").lstrip().startswith(NO_TRANSACTION)
     try:
         files = [f"{FOLDER}/{path.name}", f"{FOLDER}/{path.name}.record"]
-        result = runner.exec(
-            coordinator, commands.psql_files(user, database, files, one_transaction=in_one_transaction), check=False
-        )
+        psql = commands.psql_files(user, database, files, one_transaction=in_one_transaction)
+        result = runner.exec(coordinator, replace(psql, env={**psql.env, "PGOPTIONS": SESSION_OPTIONS}), check=False)
     finally:
         runner.exec(coordinator, commands.remove_tree(FOLDER), check=False)
     if result.returncode != 0:

@@ -6,6 +6,9 @@ metadata's node names resolve to the copies and nothing can reach the live clust
 applied there in order by the same executor as live (``migrations.run_file``), so a migration passes the
 rehearsal exactly when it passes live; the first that fails stops the deploy before anything live has changed.
 The copy is removed whatever happens.
+
+The backup was taken under the write fence (``release.fence``), so the copy's coordinator starts read-only for
+every session, as the live one is while the migrations run there: the executor's session lifts it for itself.
 """
 
 from __future__ import annotations

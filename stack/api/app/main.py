@@ -72,7 +72,9 @@ def _setup_logging() -> logging.Logger:
 
 log = _setup_logging()
 
-DB_ERRORS: dict[int | str, dict[str, Any]] = {503: {"model": ErrorDetail, "description": "Database unavailable"}}
+DB_ERRORS: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorDetail, "description": "Database unavailable, or read-only for now (with Retry-After)"}
+}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorDetail, "description": "Store not found"}}
 
 app = FastAPI(
@@ -97,6 +99,22 @@ def _shutdown() -> None:
 def _db_unavailable(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
     log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc.reason)
     return JSONResponse(status_code=503, content={"detail": f"database unavailable: {exc.reason}"})
+
+
+# How long a client refused a write by a read-only database should wait: a deploy's write fence (a database read-only
+# from before its backup until its verdict) lasts tens of seconds.
+WRITES_RETRY_AFTER_SECONDS = 10
+
+
+@app.exception_handler(psycopg.errors.ReadOnlySqlTransaction)
+def _read_only(request: Request, exc: psycopg.Error) -> JSONResponse:
+    """A write refused because the database is read-only for now (a deploy's write fence): nothing was written."""
+    log.info("%s %s: write refused, the database is read-only", request.method, request.url.path)
+    return JSONResponse(
+        status_code=503,
+        content={"detail": "writes are refused for now: the database is read-only; retry later"},
+        headers={"Retry-After": str(WRITES_RETRY_AFTER_SECONDS)},
+    )
 
 
 @app.exception_handler(psycopg.Error)

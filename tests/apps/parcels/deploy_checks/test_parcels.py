@@ -11,21 +11,36 @@ from deploycheck.stack import Stack
 TIMEOUT = 10
 
 
-def test_parcel_round_trip_through_the_edge(
-    tracker_api: requests.Session, edge_api: str, created_parcels: list[int]
+def test_parcel_round_trip_through_the_edge(  # type: ignore[no-untyped-def]
+    tracker_api: requests.Session, edge_api: str, created_parcels: list[int], writes_refused: bool, database
 ) -> None:
+    """A parcel and its scan through the edge. While deploycheck's write fence refuses the tracker's writes (a
+    deploy that applies migrations, until its verdict), the tracker must refuse them, and the parcel it reads
+    back is written with deploycheck's own session instead."""
     created = tracker_api.post(f"{edge_api}/parcels", json={"recipient": "Ada", "city": "Lyon"}, timeout=TIMEOUT)
-    assert created.status_code == 201, created.text[:300]
-    parcel = created.json()
-    created_parcels.append(parcel["id"])
     assert created.headers["X-Served-By"] == "parcels-edge"
+    if writes_refused:
+        assert not 200 <= created.status_code < 300, f"a write was accepted under the fence: {created.text[:300]}"
+        parcel = database.execute(
+            "INSERT INTO parcels (recipient, city) VALUES ('Ada', 'Lyon') RETURNING id"
+        ).fetchone()
+        created_parcels.append(parcel[0])
+        database.execute("INSERT INTO scans (parcel_id, location) VALUES (%s, 'Lyon hub')", (parcel[0],))
+        parcel = {"id": parcel[0]}
+    else:
+        assert created.status_code == 201, created.text[:300]
+        parcel = created.json()
+        created_parcels.append(parcel["id"])
 
     read = tracker_api.get(f"{edge_api}/parcels/{parcel['id']}", timeout=TIMEOUT)
     assert read.status_code == 200, read.text[:300]
     assert {k: read.json().get(k) for k in ("recipient", "city")} == {"recipient": "Ada", "city": "Lyon"}
 
-    scan = tracker_api.post(f"{edge_api}/parcels/{parcel['id']}/scans", json={"location": "Lyon hub"}, timeout=TIMEOUT)
-    assert scan.status_code == 201, scan.text[:300]
+    if not writes_refused:
+        scan = tracker_api.post(
+            f"{edge_api}/parcels/{parcel['id']}/scans", json={"location": "Lyon hub"}, timeout=TIMEOUT
+        )
+        assert scan.status_code == 201, scan.text[:300]
     scans = tracker_api.get(f"{edge_api}/parcels/{parcel['id']}/scans", timeout=TIMEOUT).json()
     assert [s["location"] for s in scans] == ["Lyon hub"]
 
