@@ -9,6 +9,7 @@ import docker
 import psycopg
 from docker.models.containers import Container
 
+from deploycheck.engine.commands import Command
 from deploycheck.engine.containers import project_containers
 from deploycheck.engine.target import Target
 from deploycheck.release import fence
@@ -60,6 +61,24 @@ def database_connection(target: Target, timeout: int = 5, *, as_client: bool = F
         application_name="deploycheck",
         options="" if as_client else fence.SESSION_OPTIONS,
     )
+
+
+def reload_proxy(target: Target) -> str | None:
+    """The proxy takes its upstreams anew once the services it routes to were started or brought back (its
+    ``reload``, graceful: no connection dropped), so that no worker keeps the address of a container that is
+    gone (nginx resolves a variable upstream once per ``valid`` period, per worker). Why it failed, or None."""
+    environment = target.environment
+    proxy = environment.stack.proxy
+    if proxy is None or not proxy.reload:
+        return None
+    container = project_containers(target.docker, environment.compose_project).get(proxy.service)
+    if container is None or container.status != "running":
+        return f"{proxy.service} is not running"
+    result = target.runner.exec(container, Command(proxy.reload, timeout=30), check=False)
+    if result.returncode != 0:
+        words = result.output.strip().splitlines()[-1] if result.output.strip() else f"exit {result.returncode}"
+        return f"`{' '.join(proxy.reload)}` in {proxy.service} failed: {words}"
+    return None
 
 
 # The Citus coordinator is the database for every Citus-specific step.

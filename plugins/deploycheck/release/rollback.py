@@ -29,7 +29,7 @@ from deploycheck.record.record import Mode, RollbackRecord
 from deploycheck.release import backup
 from deploycheck.release.backup import Backup
 from deploycheck.release.ledger import Ledger, Release
-from deploycheck.stack import NotReachable, Stack
+from deploycheck.stack import NotReachable, Stack, reload_proxy
 
 Action = Literal["none", "remove", "restore", "keep", "leave"]
 
@@ -168,6 +168,9 @@ def restore_release(previous: Release, target: Target, actions: list[str]) -> No
     """A release's images and configuration for the whole stack, then verified; what was done goes to ``actions``."""
     compose_of(previous, target).up(list(previous.image_ids), timeout=target.environment.timeouts.stage)
     actions.append(f"brought release {previous.id} back: its images and its configuration {previous.configuration}")
+    problem = reload_proxy(target)
+    if problem is not None:
+        raise RollbackFailed(f"the proxy could not take release {previous.id}'s services anew: {problem}")
     verify_serving(previous, target, actions)
 
 

@@ -240,6 +240,11 @@ class Proxy:
         "headers every answer of the proxy carries, with their value ('' = any value)", default=MappingProxyType({})
     )
     config_test: tuple[str, ...] = setting("the command that tests its configuration", default=("nginx", "-t"))
+    reload: tuple[str, ...] = setting(
+        "the command that makes it take its upstreams anew (a graceful reload), run once the services it routes to "
+        "were started or brought back; [] = none",
+        default=("nginx", "-s", "reload"),
+    )
     failure_probe: FailureProbe | None = setting(
         "a path that fails a real upstream connection, asked from inside the proxy (optional)", default=None
     )

@@ -17,7 +17,7 @@ from deploycheck.engine.containers import wait_http_ok as _wait_http_ok
 from deploycheck.engine.polling import poll
 from deploycheck.engine.target import Target
 from deploycheck.request.environment import Request
-from deploycheck.stack import NotReachable, Stack
+from deploycheck.stack import NotReachable, Stack, reload_proxy
 from deploycheck.stages import StageFailed, StageNotApplicable
 from deploycheck.stages.common import up, wait
 
@@ -123,6 +123,9 @@ def start_proxy(target: Target, compose: Compose, started_early: bool) -> None:
 
     poll(configuration_passes, seconds=environment.timeouts.stage, every=POLL_SECONDS, timed_out=not_running)
     wait(target, [proxy.service])
+    problem = reload_proxy(target)
+    if problem is not None:
+        raise StageFailed(problem, evidence(container, environment.all_secrets))
     stack = _stack(target)
     try:
         wait_answers(target, stack.proxy_url(), proxy.health, proxy.service, proxy.service)
