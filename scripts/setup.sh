@@ -171,6 +171,7 @@ fi
 # that build needs a Debian trixie base: it is made offline, then the step runs again.
 mkdir -p "$STATE_DIR"
 cd "$ROOT"
+. "$ROOT/scripts/citus-source.sh"
 ensure_args=(ensure)
 [ "$QUIET" = 1 ] && ensure_args+=(--quiet)
 [ -n "${DEPLOYCHECK_SETUP_ENVIRONMENT:-}" ] && ensure_args+=(--environment "$DEPLOYCHECK_SETUP_ENVIRONMENT")
