@@ -84,7 +84,8 @@ def container_diagnostics(container: Any) -> str:
 
 
 def wait_healthy(container: Any, timeout: float = HEALTH_TIMEOUT) -> None:
-    """Poll the container's health state until it is healthy; fail at once if it exits or turns unhealthy."""
+    """Poll the container's health state until it is healthy; fail at once if it exits. Unhealthy is not the end:
+    the image's healthcheck gives initdb 6 s + 3 probes of 4 s, which a loaded machine's first start outlasts."""
     deadline = time.monotonic() + timeout
     while True:
         container.reload()
@@ -92,7 +93,7 @@ def wait_healthy(container: Any, timeout: float = HEALTH_TIMEOUT) -> None:
         health = state.get("Health", {}).get("Status")
         if health == "healthy":
             return
-        if state.get("Status") in ("exited", "dead") or health == "unhealthy":
+        if state.get("Status") in ("exited", "dead"):
             raise AssertionError(
                 f"{container.name} is {state.get('Status')}/{health}\n{container_diagnostics(container)}"
             )
