@@ -69,7 +69,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
     client.images.get(build_crashing_api(directory)).tag("deploycheck/api-e2e", tag="B-crash-loop")
     client.images.get("deploycheck/api-e2e:B-never-ready").tag("deploycheck/api-e2e", tag="B-new-citus")
     matrix = Matrix(deploy, releases_override(deploy, image))
-    matrix.environment()
+    matrix.environment(stage_timeout=120)  # the first start runs initdb and CREATE EXTENSION citus on every node
     first = deploy.run("--release=A")
     assert first.returncode == 0, first.stdout[-5000:]
     api = f"http://127.0.0.1:{deploy.ports[1]}"
