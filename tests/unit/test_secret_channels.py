@@ -133,6 +133,22 @@ def test_no_secret_reaches_any_output_channel(
     assert "passfile=" in out or "passfile" in junit, "psycopg's connect was given a password file, not the password"
 
 
+def test_a_collection_error_is_masked(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check module that cannot be imported, its error holding a secret: its collection report is masked."""
+    monkeypatch.setenv("UNIT_DB_PASSWORD", PASSWORD)
+    monkeypatch.setenv("UNIT_API_TOKEN", TOKEN)
+    monkeypatch.setenv("FAKE_SCENARIO", "stack-running")
+    ledger_with_release_a(suite)
+    suite.makepyfile(test_leaks='import os\nraise RuntimeError("cannot import with " + os.environ["UNIT_API_TOKEN"])\n')
+    suite.makeini("[pytest]\naddopts = test_stages.py test_leaks.py\n")
+    result = suite.runpytest_subprocess("--deploy=local", "--verify-only", "-p", "no:cacheprovider", timeout=120)
+    assert result.ret == 2, "\n".join(result.outlines[-30:])  # pytest's own exit code for a collection error
+    out = "\n".join(result.outlines + result.errlines)
+    junit = (suite.path / "reports" / "junit.xml").read_text()
+    assert f"cannot import with {MASK}" in out and f"cannot import with {MASK}" in junit, out[-3000:]
+    assert occurrences(out) == 0 and occurrences(junit) == 0
+
+
 def test_the_log_records_are_masked_as_they_are_made(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """In the process that runs: a team's own handler sees the record masked too, and the factory is restored."""
     monkeypatch.setenv("UNIT_DB_PASSWORD", PASSWORD)
