@@ -30,7 +30,7 @@ from deploycheck.engine.commands import CommandFailed, Runner
 from deploycheck.engine.compose import ComposeModel, ModelUnreadable, compose_for, read_model
 from deploycheck.engine.containers import evidence
 from deploycheck.engine.target import Target, make_target
-from deploycheck.record import github, history, reporting
+from deploycheck.record import github, history, masking, reporting
 from deploycheck.record.record import CheckRecord, RunRecord
 from deploycheck.release import inventory
 from deploycheck.release.ledger import Ledger, LedgerError
@@ -306,6 +306,11 @@ def pytest_configure(config: pytest.Config) -> None:
     for module in FIXTURE_MODULES:
         config.pluginmanager.import_plugin(module)
     _collect_checks(config, accepted.environment)
+    secrets = accepted.environment.all_secrets
+    if secrets:  # before anything is reported or logged
+        masker = masking.SecretMasking(config, secrets)
+        masker.install()
+        config.pluginmanager.register(masker, masking.PLUGIN_NAME)
     run = Run(config, accepted)
     config.pluginmanager.register(run, PLUGIN_NAME)
     config.pluginmanager.register(HistoryKeeper(run), f"{PLUGIN_NAME}-history")
@@ -328,6 +333,10 @@ def _collect_checks(config: pytest.Config, environment: Environment) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    masker = config.pluginmanager.get_plugin(masking.PLUGIN_NAME)
+    if isinstance(masker, masking.SecretMasking):
+        masker.uninstall()
+        config.pluginmanager.unregister(masker, masking.PLUGIN_NAME)
     run = config.pluginmanager.get_plugin(PLUGIN_NAME)
     if isinstance(run, Run):
         run.close()
@@ -401,6 +410,12 @@ class Run:
 
     def close(self) -> None:
         signal.signal(signal.SIGTERM, self._previous_sigterm)
+
+    def masked_record(self) -> RunRecord:
+        """The run record, every secret of the environment masked in it (in place: it is only ever written out
+        from here on), for the reports written from it."""
+        masking.mask_fields(self.record, self.environment.all_secrets)
+        return self.record
 
     def say(self, line: str) -> None:
         """One line on the terminal, now, even from inside a fixture (where pytest captures output)."""
@@ -484,7 +499,7 @@ class Run:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.config.option.collectonly:
             return
-        record = self.record
+        record = self.masked_record()
         if exitstatus == pytest.ExitCode.INTERRUPTED:
             record.interrupted = True
         record.finished_at = time.time()
@@ -502,7 +517,7 @@ class Run:
     ) -> None:
         """Asked by pytest-html right before it writes its file, once the fixtures (the deployment) have ended."""
         self._update_metadata()  # the environment table is pytest-metadata's dict: filled in place
-        prefix.extend(reporting.summary_html(self.record))
+        prefix.extend(reporting.summary_html(self.masked_record()))
 
     def pytest_html_report_title(self, report: Any) -> None:
         record = self.record
@@ -516,11 +531,12 @@ class Run:
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter, exitstatus: int) -> None:
         if self.config.option.collectonly:
             return
+        record = self.masked_record()
         terminalreporter.write_sep("=", "deploycheck")
-        for line in reporting.terminal_lines(self.record):
+        for line in reporting.terminal_lines(record):
             terminalreporter.write_line(line)
         if github.is_github_actions():
-            for annotation in github.error_annotations(self.record):
+            for annotation in github.error_annotations(record):
                 terminalreporter.write_line(annotation)
 
 
@@ -538,9 +554,11 @@ class HistoryKeeper:
         if config.option.collectonly:
             return
         files = [Path(p) for p in (getattr(config.option, "htmlpath", None), config.option.xmlpath) if p]
+        for path in files:  # written by pytest-html and JUnit XML from masked reports; masked again, as kept
+            masking.mask_file(path, run.environment.all_secrets)
         folder = history.keep_run(
             run.summary_path.parent / "history",
-            run.record.summary(),
+            run.masked_record().summary(),
             [*files, run.summary_path],
             int(config.getini("deploycheck_history_keep")),
         )

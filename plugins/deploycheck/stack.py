@@ -14,6 +14,7 @@ from deploycheck.engine.containers import project_containers
 from deploycheck.engine.target import Target
 from deploycheck.release import fence
 from deploycheck.request.environment import Environment, HttpService
+from deploycheck.request.secrets import libpq_passfile
 
 Connection = psycopg.Connection[tuple[object, ...]]
 
@@ -44,23 +45,29 @@ def service_address(target: Target, container: Container | None, service: str, p
 
 def database_connection(target: Target, timeout: int = 5, *, as_client: bool = False) -> Connection:
     """A connection to the database (the Citus coordinator, or the PostgreSQL server) through the port it
-    publishes; the password goes only to libpq. It is deploycheck's own session: it writes under the write fence
-    of a deploy (``release.fence``), unless ``as_client`` asks for the session a client of the stack gets."""
+    publishes. It is deploycheck's own session: it writes under the write fence of a deploy (``release.fence``),
+    unless ``as_client`` asks for the session a client of the stack gets.
+
+    The password reaches libpq only in a password file of its own (``libpq_passfile``): never as an argument,
+    which a traceback through psycopg's ``connect`` would show. ``password=""`` keeps a ``$PGPASSWORD`` of this
+    machine's from taking its place (libpq reads the file when the password it is given is empty)."""
     environment = target.environment
     database = environment.stack.database
     container = project_containers(target.docker, environment.compose_project).get(database.service)
     host, port = service_address(target, container, database.service, database.port)
-    return psycopg.connect(
-        host=host,
-        port=port,
-        dbname=database.name,
-        user=database.user,
-        password=environment.db_password.reveal(),
-        connect_timeout=timeout,
-        autocommit=True,
-        application_name="deploycheck",
-        options="" if as_client else fence.SESSION_OPTIONS,
-    )
+    with libpq_passfile(environment.db_password) as passfile:
+        return psycopg.connect(
+            host=host,
+            port=port,
+            dbname=database.name,
+            user=database.user,
+            password="",
+            passfile=passfile,
+            connect_timeout=timeout,
+            autocommit=True,
+            application_name="deploycheck",
+            options="" if as_client else fence.SESSION_OPTIONS,
+        )
 
 
 def reload_proxy(target: Target) -> str | None:

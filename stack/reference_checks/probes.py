@@ -20,10 +20,10 @@ def write_then_read(stack: Stack, base_url: str, writes_refused: bool) -> None:
     not on the coordinator. While the database refuses writes (``writes_refused``: a deploy's write fence), the
     API must refuse the write with 503 and Retry-After, and the rows it reads back are written by deploycheck's
     own session instead."""
-    token = stack.environment.secret("api_token").reveal()
     name = f"probe-{uuid.uuid4().hex[:8]}"
     with requests.Session() as http, stack.connect() as conn:
-        http.headers["Authorization"] = f"Bearer {token}"
+        # Revealed into the session's headers only, never a local that --showlocals would show.
+        http.headers["Authorization"] = f"Bearer {stack.environment.secret('api_token').reveal()}"
         store = http.post(f"{base_url}/stores", json={"name": name}, timeout=HTTP_TIMEOUT)
         if writes_refused:
             assert store.status_code == 503 and "read-only" in store.text, store.text

@@ -9,7 +9,7 @@ import shutil
 import socket
 import subprocess
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ PROJECT_LABEL = "com.docker.compose.project"
 # Marker secrets: end-to-end tests assert they never reach a report, a captured log or the output.
 SECRET_MARKER = "e2e-MARKER-5ecret-7f3a9c"
 TOKEN_MARKER = "e2e-MARKER-t0ken-4b81d2"
+MARKERS = (SECRET_MARKER, TOKEN_MARKER)
 
 
 # The reference stack's contract as environments.toml declares it (the code's defaults, and what the reference
@@ -167,12 +168,35 @@ secrets = {{ db_password = "DEPLOYCHECK_E2E_DB_PASSWORD", api_token = "DEPLOYCHE
         client = docker.from_env()
         return sorted(v.name for v in client.volumes.list(filters={"label": f"{PROJECT_LABEL}={self.project}"}))
 
-    def assert_no_secret_leaked(self, result: subprocess.CompletedProcess[str]) -> None:
-        for marker in (SECRET_MARKER, TOKEN_MARKER):
-            assert marker not in result.stdout and marker not in result.stderr
-            for path in self.reports.rglob("*"):
-                if path.is_file():
-                    assert marker not in path.read_text(errors="replace"), f"a secret leaked into {path}"
+    def secret_occurrences(
+        self, result: subprocess.CompletedProcess[str], *files: Path, markers: Sequence[str] = MARKERS
+    ) -> dict[str, int]:
+        """How often the marker secrets occur in each output channel of a run: its stdout and stderr, each of
+        its reports, the kept history, anything else under reports/, the state folder (ledger, configurations,
+        backups, the model given to pytest-docker), and ``files`` (a job summary, a log file), each by name."""
+
+        def count(text: str) -> int:
+            return sum(text.count(marker) for marker in markers)
+
+        def in_files(paths: Iterable[Path]) -> int:
+            return sum(count(path.read_text(errors="replace")) for path in paths if path.is_file())
+
+        reports, history = self.reports, self.reports / "history"
+        named = [reports / "junit.xml", reports / "report.html", reports / "summary.json"]
+        rest = [p for p in reports.rglob("*") if p not in named and history not in p.parents]
+        return {
+            "stdout": count(result.stdout),
+            "stderr": count(result.stderr),
+            **{path.name: in_files([path]) for path in named},
+            "history": in_files(history.rglob("*")),
+            "other reports": in_files(rest),
+            "state folder": in_files(self.state_dir.rglob("*")),
+            **{path.name: in_files([path]) for path in files},
+        }
+
+    def assert_no_secret_leaked(self, result: subprocess.CompletedProcess[str], *files: Path) -> None:
+        found = self.secret_occurrences(result, *files)
+        assert not any(found.values()), f"a marker secret leaked: {found}"
 
 
 def remove_project(project: str) -> None:

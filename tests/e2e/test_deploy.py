@@ -78,7 +78,7 @@ def test_clean_deploy_passes_every_check_then_verify_only_changes_nothing(deploy
     assert "| Failed check | Reason |" in step_summary.read_text()
     annotations = [line for line in broken.stdout.splitlines() if line.startswith("::error ")]
     assert 0 < len(annotations) <= 10
-    deploy.assert_no_secret_leaked(broken)
+    deploy.assert_no_secret_leaked(broken, step_summary)
 
 
 def test_verify_only_without_a_running_stack_fails_in_preflight(deploy: Deploy) -> None:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import html
+import json
 import os
 import secrets as _random
+import tempfile
+import urllib.parse
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 MASK = "********"
 
@@ -38,13 +44,58 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
-def mask_text(text: str, secrets: list[Secret]) -> str:
-    """Replace every secret value in ``text`` (command output, logs) by the mask."""
-    for secret in secrets:
-        value = secret.reveal()
-        if value:
+def _forms(value: str) -> list[str]:
+    """How a value may be written out: as it is, and escaped as a repr, JSON, HTML (pytest-html puts JSON in an
+    HTML attribute), XML (junit) or a URL would escape it."""
+    as_json = json.dumps(value)[1:-1]
+    forms = [value, repr(value)[1:-1], as_json, html.escape(value), html.escape(as_json), urllib.parse.quote(value)]
+    return list(dict.fromkeys(form for form in forms if form))
+
+
+def mask_text(text: str, secrets: Iterable[Secret]) -> str:
+    """Replace every secret value in ``text`` (command output, logs, reports), in every form it may be written in,
+    by the mask. Longer values first, so that a secret inside another one leaves none of the other behind."""
+    values = sorted({form for secret in secrets for form in _forms(secret.reveal())}, key=len, reverse=True)
+    for value in values:
+        if value in text:
             text = text.replace(value, MASK)
     return text
+
+
+def mask_data(data: Any, secrets: Iterable[Secret]) -> Any:
+    """``data`` (JSON-like: dicts, lists, tuples, strings) with every secret masked in its strings and keys."""
+    secrets = list(secrets)
+    if isinstance(data, str):
+        return mask_text(data, secrets)
+    if isinstance(data, dict):
+        return {mask_data(key, secrets): mask_data(value, secrets) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return type(data)(mask_data(item, secrets) for item in data)
+    return data
+
+
+def _pgpass_line(secret: Secret) -> bytes:
+    # libpq's password file: host:port:database:user:password, with ':' and '\' escaped; '*' matches any.
+    escaped = secret.reveal().replace("\\", "\\\\").replace(":", "\\:")
+    return f"*:*:*:*:{escaped}\n".encode()
+
+
+@contextlib.contextmanager
+def libpq_passfile(secret: Secret) -> Iterator[str]:
+    """A password file (mode 0600, in the system's temporary folder) holding ``secret`` for libpq, removed when
+    the block ends: a connection is given its path (``passfile=``), never the password, so that no frame of a
+    traceback (psycopg's ``connect(**kwargs)``, pytest shows its arguments) can show it. libpq reads the file
+    while it connects, inside the block."""
+    fd, path = tempfile.mkstemp(prefix="deploycheck-", suffix=".pgpass")
+    try:
+        try:
+            os.write(fd, _pgpass_line(secret))
+        finally:
+            os.close(fd)
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def from_environment(variable: str) -> Secret | None:
