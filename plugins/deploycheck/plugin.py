@@ -477,6 +477,7 @@ class Run:
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         self.record.interrupted = True
+        self.deployment.shield.up()  # the run ends now: a second Ctrl+C or SIGTERM must not cut its rollback short
 
     # --- the end: the deployment ended with the session's fixtures; the reports -------------------------
 
