@@ -15,6 +15,9 @@ from deploycheck.deployment import SignalShield
 from deploycheck.engine.compose import Compose
 from deploycheck.engine.target import Target
 from deploycheck.release import backup
+from deploycheck.release.ledger import Ledger, Release
+from deploycheck.stages import StageFailed
+from deploycheck.stages import restore as restore_stage
 
 PROJECT = "unit-journal"
 NODES = ["coordinator", "worker-1"]
@@ -35,6 +38,10 @@ class Environment:
     @property
     def backups_dir(self) -> Path:
         return self.state_dir / "backups"
+
+    @property
+    def ledger_file(self) -> Path:
+        return self.state_dir / "ledger.json"
 
 
 @dataclass
@@ -86,7 +93,7 @@ class JournalTarget:
 
 
 class Node:
-    class image:  # noqa: N801  # the attribute the engine's container has
+    class image:  # the attribute the engine's container has
         id = "sha256:node"
 
 
@@ -211,3 +218,51 @@ def test_signals_while_the_run_ends_are_noted_not_acted_on_and_the_handlers_come
     assert shield.say_noted().startswith("SIGINT x2, SIGTERM x1 received while the run ended")
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     assert SignalShield().say_noted() == ""
+
+
+def left_journal(state: Path, folder_name: str) -> None:
+    backup._write_journal(state / backup.JOURNAL, backup.Journal(folder_name, "A", "the rollback of B", 1.0))
+
+
+def test_the_next_run_removes_the_helpers_and_does_the_killed_restore_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "state"
+    folder = backup_folder(state)
+    left_journal(state, folder.name)
+    left = helper("left", {backup.ROLE_LABEL: backup.HELPER_ROLE, backup.HELPER_PROJECT_LABEL: PROJECT})
+    on = journal_target(tmp_path, [left])
+    done: list[tuple[Path, str, str, bool]] = []
+
+    def again(target: Target, compose: Compose, where: Path, *, release: str, why: str) -> float:
+        done.append((where, release, why, left.removed))
+        (state / backup.JOURNAL).unlink()
+        return 1.5
+
+    monkeypatch.setattr(backup, "restore", again)
+    monkeypatch.setattr(restore_stage, "good_release", lambda release, ledger: Release(release, 0.0, {}, {}, ""))
+    monkeypatch.setattr(restore_stage, "compose_of", lambda release, target: f"compose of {release.id}")
+    assert restore_stage.needs_repair(on, cast(Ledger, NoUnfinished()))
+    actions: list[str] = []
+    restore_stage.finish_restore(on, actions)
+    assert done == [(folder, "A", "the rollback of B", True)], "the helpers first, then the same restore"
+    assert actions == [
+        "removed 1 restore helper(s) an earlier run left: left",
+        "an earlier run was killed during the restore of backup 20261202-010000-A onto release A (the rollback "
+        "of B), begun at 1970-01-01 00:00:01 UTC",
+        "restored every database node from backup 20261202-010000-A again, in 1.5 s",
+    ]
+    assert not restore_stage.needs_repair(on, cast(Ledger, NoUnfinished()))
+
+
+def test_a_killed_restore_whose_backup_is_gone_fails_preflight_and_keeps_its_journal(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    left_journal(state, "20261202-010000-gone")
+    with pytest.raises(StageFailed, match=r"backup 20261202-010000-gone is no longer in .*--restore-backup=NAME"):
+        restore_stage.finish_restore(journal_target(tmp_path), [])
+    assert (state / backup.JOURNAL).is_file()
+
+
+class NoUnfinished:
+    def unfinished(self) -> list[str]:
+        return []
