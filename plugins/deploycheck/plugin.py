@@ -400,6 +400,7 @@ class Run:
         return run
 
     def close(self) -> None:
+        self.deployment.shield.down()  # up from an interrupt in a run whose deployment never ended (none began)
         signal.signal(signal.SIGTERM, self._previous_sigterm)
 
     def say(self, line: str) -> None:
