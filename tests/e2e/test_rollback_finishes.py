@@ -283,6 +283,37 @@ def test_a_run_killed_during_the_restore_is_repaired_by_the_next_run(case: Case)
     )
 
 
+def test_a_backup_killed_midway_is_never_listed_and_the_next_backup_removes_it(case: Case) -> None:
+    """SIGKILL to a --backup while its nodes' archives are written: a .partial folder, never listed, never one to
+    restore; the next backup's retention removes it."""
+    case.environment()
+    backups = case.deploy.state_dir / "backups"
+    before = {p.name for p in backups.iterdir()}
+    process = case.deploy.start("--backup")
+    try:
+        deadline = time.monotonic() + 120
+        partial: list[Path] = []
+        while not partial and time.monotonic() < deadline and process.poll() is None:
+            partial = [p for p in backups.iterdir() if p.name.endswith(backup.PARTIAL) and p.name not in before]
+            time.sleep(0.01)
+        assert partial, "the backup never began its .partial folder"
+    finally:
+        process.kill()
+        process.communicate(timeout=60)
+    assert partial[0].is_dir(), "the killed backup left its .partial folder"
+    listed = case.deploy.run("--list-backups")
+    assert listed.returncode == 0, listed.stdout[-5000:]
+    names = [b["name"] for b in case.deploy.summary()["backups"]]
+    assert set(names) == {name for name in before if not name.endswith(backup.PARTIAL)}, names
+    assert partial[0].name not in listed.stdout
+    time.sleep(5)  # the nodes' pg_basebackup the killed run started end on their own
+    taken = case.deploy.run("--backup")
+    assert taken.returncode == 0, taken.stdout[-5000:]
+    assert not partial[0].exists(), "the next backup's retention removes what a killed one left"
+    assert not any(p.name.endswith(backup.PARTIAL) for p in backups.iterdir())
+    print(f"\nfinishes figures: killed backup {partial[0].name} not listed among {len(names)}; removed by the next")
+
+
 @pytest.mark.parametrize("release", ["A-fenced", "A-unfenced"])
 def test_a_green_run_leaves_the_live_database_as_it_found_it(case: Case, release: str, tmp_path: Path) -> None:
     """The checks that write (the write-then-read probe, directly and through the proxy) delete what they wrote:
