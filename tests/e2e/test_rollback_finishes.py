@@ -58,10 +58,16 @@ class Case:
     releases_override: str
     b_migrations: Path  # the stack's migrations and B's own
 
-    def environment(self, *, migrations: Path | None = None) -> None:
+    def environment(self, *, migrations: Path | None = None, stage_timeout: int = 120) -> None:
         self.deploy.write_environment(
-            overrides=[self.releases_override], stage_timeout=20, migrations=migrations or ROOT / "stack" / "migrations"
+            overrides=[self.releases_override],
+            stage_timeout=stage_timeout,
+            migrations=migrations or ROOT / "stack" / "migrations",
         )
+
+    def environment_of_b(self) -> None:
+        """B's migration, and a deadline that B's API, never ready, spends quickly (the restore's nodes too)."""
+        self.environment(migrations=self.b_migrations, stage_timeout=40)
 
     def current(self) -> str:
         """The release the ledger holds current: what a rollback brings back."""
@@ -183,7 +189,7 @@ def test_group_sigint_sigterm_and_a_second_sigint_during_the_rollbacks_restore(c
     database: none of them cuts it short; the run ends with B's failure, as without them."""
     case.environment()
     previous, rows_before = case.current(), row_ids(case.deploy)
-    case.environment(migrations=case.b_migrations)
+    case.environment_of_b()
     moments: list[str] = []
 
     def signals(process: subprocess.Popen[str]) -> None:
@@ -207,7 +213,7 @@ def test_sigterm_interrupts_the_deploy_then_sigint_lands_during_its_rollbacks_re
     Ctrl+C to the group during that rollback's restore does not cut it short."""
     case.environment()
     previous, rows_before = case.current(), row_ids(case.deploy)
-    case.environment(migrations=case.b_migrations)
+    case.environment_of_b()
     moments: list[str] = []
 
     def cancel_then_ctrl_c(process: subprocess.Popen[str]) -> None:
@@ -231,7 +237,7 @@ def test_a_run_killed_during_the_restore_is_repaired_by_the_next_run(case: Case)
     case.environment()
     previous, rows_before = case.current(), row_ids(case.deploy)
     counted_before = count_rows(case.deploy)
-    case.environment(migrations=case.b_migrations)
+    case.environment_of_b()
     moments: list[str] = []
 
     def kill(process: subprocess.Popen[str]) -> None:
