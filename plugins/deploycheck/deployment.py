@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import TracebackType
-from typing import Generic, Literal, TypeVar
+from types import FrameType, TracebackType
+from typing import Any, Generic, Literal, TypeVar
 
 import pytest
 
@@ -130,6 +131,38 @@ class StageResult(Generic[T]):
             pytest.fail(f"stage {failure.name} failed: {failure.reason}{evidence}", pytrace=False)
 
 
+class SignalShield:
+    """SIGINT and SIGTERM noted instead of acted on, while the run ends (the rollback, the fence's lift, the
+    ledger, the lock): up from the first interrupt, so a second one cannot cut the end short. A handler that
+    notes, rather than SIG_IGN, which the commands the rollback starts would inherit: the runner ends them
+    with SIGINT at their deadline."""
+
+    def __init__(self) -> None:
+        self.noted: list[str] = []
+        self._previous: dict[int, Any] = {}  # what signal.signal gave back: a handler, SIG_DFL or SIG_IGN
+
+    def up(self) -> None:
+        if threading.current_thread() is not threading.main_thread() or self._previous:
+            return  # signal handlers are the main thread's; already up
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._note)
+
+    def down(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self.noted.append(signal.Signals(signum).name)  # only this: a handler may run in the middle of anything
+
+    def say_noted(self) -> str:
+        """What came while it was up, in words ("" for nothing)."""
+        if not self.noted:
+            return ""
+        names = ", ".join(f"{name} x{self.noted.count(name)}" for name in dict.fromkeys(self.noted))
+        return f"{names} received while the run ended: noted, not acted on, so its end was not cut short"
+
+
 @dataclass
 class _Lifetime:
     """What this deployment did, as its end must know it (never read by the reports)."""
@@ -157,6 +190,7 @@ class Deployment:
         self._life = _Lifetime(facts=rollback.Facts(removes_volumes=self.environment.rollback.purge_volumes))
         self._named_backup: BackupFound | None = None  # --restore-backup: the backup, found in preflight
         self._engine_answered = False  # preflight reached the engine (a diagnosis asks it again)
+        self.shield = SignalShield()  # up from the first interrupt (the plugin's hook) or the start of the end
         if self.environment.tenant:
             record.life.template, record.life.tenant = self.environment.template, self.environment.tenant
         self._no_fence_for(request.mode)
@@ -217,13 +251,13 @@ class Deployment:
                 self._diagnose()
             except KeyboardInterrupt:  # asked to stop: the run ends without its diagnosis
                 record.interrupted = True
+        self.shield.up()  # before the decision is said: a test (or a user) may signal on that line
         decision = rollback.decide(
             record.mode, record.release, record.failed, life.facts, keep_failed=self.request.keep_failed
         )
-        if decision.action != "none" or record.failed:
-            self.say(f"[deploycheck] rollback: {decision.why}")
-        handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
+            if decision.action != "none" or record.failed:
+                self.say(f"[deploycheck] rollback: {decision.why}")
             try:
                 rollback.perform(decision, life.facts, self.target, record.rollback)
             finally:  # after the rollback's restore, if any: the write fence is never left on by this run
@@ -242,9 +276,13 @@ class Deployment:
             if life.lock is not None:
                 life.lock.release()
                 life.lock = None
-            for signum, handler in handlers.items():
-                signal.signal(signum, handler)
+            self.shield.down()
             self.target.close()
+        noted = self.shield.say_noted()
+        if noted and record.rollback.performed:
+            record.rollback.actions.append(noted)  # said with the rollback's actions below
+        elif noted:
+            self.say(f"[deploycheck] {noted}")
         if record.rollback.performed:
             self.say(f"[deploycheck] rollback: {record.rollback.outcome} in {record.rollback.seconds:.1f} s")
             for action in record.rollback.actions:
@@ -417,6 +455,12 @@ class Deployment:
                         f"[deploycheck] the database refuses writes: a write fence {left.describe()} is still on "
                         "(that deploy was killed); the next deploy of this environment lifts it"
                     )
+                journal = restore_stage.journal_left(self.target)
+                if journal is not None:
+                    self.say(
+                        f"[deploycheck] the database may be half restored: a run was killed during "
+                        f"{journal.describe()}; the next run that is not --verify-only finishes it"
+                    )
             else:
                 found = preflight_stage.running_stack(self.target)
                 if mode not in BY_HAND:  # they start nothing new
@@ -426,8 +470,11 @@ class Deployment:
                 self._by_hand()
 
         def steps() -> None:
-            # Only a killed run leaves releases "in progress", or its write fence on: we hold the lock now.
-            if not read_only and (self.ledger.unfinished() or fence_stage.left_on(self.target) is not None):
+            # Only a killed run leaves a restore under way, releases "in progress", or its write fence on: we hold
+            # the lock now.
+            if not read_only and (
+                restore_stage.needs_repair(self.target, self.ledger) or fence_stage.left_on(self.target) is not None
+            ):
                 self._step("repair", lambda: self._narrated(self._repair))
             if self.plan_.mode == "rollback-to" and self.record.failed_stage is None:
                 self._step("restore", lambda: self._narrated(self._restore))
@@ -487,6 +534,8 @@ class Deployment:
                 self.say(f"[deploycheck]   {line}")
 
     def _repair(self, actions: list[str]) -> None:
+        # The database first: the release repair and the fence's lift below need it running, as it was backed up.
+        restore_stage.finish_restore(self.target, actions)
         if self.ledger.unfinished():
             self._changed_stack()
             restore_stage.repair(self.target, self.ledger, actions)

@@ -409,6 +409,7 @@ class Run:
         return run
 
     def close(self) -> None:
+        self.deployment.shield.down()  # up from an interrupt in a run whose deployment never ended (none began)
         signal.signal(signal.SIGTERM, self._previous_sigterm)
 
     def masked_record(self) -> RunRecord:
@@ -492,6 +493,7 @@ class Run:
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         self.record.interrupted = True
+        self.deployment.shield.up()  # the run ends now: a second Ctrl+C or SIGTERM must not cut its rollback short
 
     # --- the end: the deployment ended with the session's fixtures; the reports -------------------------
 

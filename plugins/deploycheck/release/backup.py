@@ -20,11 +20,17 @@ A backup holds the whole database: the backups folder and each backup's folder a
 its manifest is written and everything is flushed to disk, so a backup that failed or was killed is never
 taken for one to restore: it is removed at once, or (killed) with the next backup's retention.
 
-A restore stops the database nodes, replaces each node's data volume with its backup, and starts them again.
+A restore stops the database nodes, replaces each node's data volume with its backup (in helper containers
+labelled with the project), and starts them again. It first writes a journal in the state folder
+(``restore.json``: the backup, the release it is restored onto, why) and removes it only once every node is
+healthy again: a run killed meanwhile (SIGKILL, a machine that stops) leaves nodes stopped or half filled, and
+helpers holding their volumes; the next run finds the journal, removes the helpers, and restores that backup
+again from the start (``stages/restore.py``) before it does anything else.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import json
@@ -46,12 +52,16 @@ from docker.models.containers import Container
 from deploycheck.engine import commands
 from deploycheck.engine.commands import CommandFailed
 from deploycheck.engine.compose import Compose
-from deploycheck.engine.containers import project_containers, wait_healthy
+from deploycheck.engine.containers import PROJECT_LABEL, project_containers, wait_healthy
 from deploycheck.engine.target import Target
 
 KEEP = 10
 PARTIAL = ".partial"  # the suffix of a backup being written
 MANIFEST = "manifest.json"
+JOURNAL = "restore.json"  # in the environment's state folder, while a restore is under way
+ROLE_LABEL = "org.deploycheck.role"
+HELPER_ROLE = "restore-helper"
+HELPER_PROJECT_LABEL = "org.deploycheck.project"  # the Compose project whose volume a helper fills
 DATA_DIR = "/var/lib/postgresql/data"
 SCRATCH = "/tmp/deploycheck-backup"
 
@@ -232,15 +242,16 @@ def data_volume(container: Container) -> str:
     return str(next(m["Name"] for m in container.attrs["Mounts"] if m["Destination"] == DATA_DIR))
 
 
-def fill_volume(client: docker.DockerClient, image: str, volume: str, archive: Path) -> None:
-    """Replace the contents of a node's data volume with a backup, in a helper container with no network."""
+def fill_volume(client: docker.DockerClient, image: str, volume: str, archive: Path, project: str) -> None:
+    """Replace the contents of a node's data volume with a backup, in a helper container with no network,
+    labelled with ``project`` so that the next run finds it if this one is killed."""
     helper = client.containers.create(
         image,
         entrypoint=["sh", "-c", RESTORE_SCRIPT],
         user="root",
         volumes={volume: {"bind": DATA_DIR, "mode": "rw"}},
         network_mode="none",
-        labels={"org.deploycheck.role": "restore-helper"},
+        labels={ROLE_LABEL: HELPER_ROLE, HELPER_PROJECT_LABEL: project},
     )
     try:
         helper.put_archive("/", archive.read_bytes())
@@ -252,23 +263,104 @@ def fill_volume(client: docker.DockerClient, image: str, volume: str, archive: P
         helper.remove(force=True)
 
 
-def restore(target: Target, compose: Compose, folder: Path) -> float:
-    """Put every database node back to the backup in ``folder``; returns the seconds it took."""
+def leftover_helpers(client: docker.DockerClient, project: str) -> list[Container]:
+    """The helpers a killed run left on ``project``'s volumes: labelled with it, or (made before helpers had
+    that label) mounting one of its volumes."""
+    helpers = client.containers.list(all=True, filters={"label": f"{ROLE_LABEL}={HELPER_ROLE}"})
+    volumes = {str(v.name) for v in client.volumes.list(filters={"label": f"{PROJECT_LABEL}={project}"})}
+    return [
+        helper
+        for helper in helpers
+        if helper.labels.get(HELPER_PROJECT_LABEL) == project
+        or (HELPER_PROJECT_LABEL not in helper.labels and any(m.get("Name") in volumes for m in helper.attrs["Mounts"]))
+    ]
+
+
+def remove_leftover_helpers(client: docker.DockerClient, project: str) -> list[str]:
+    """Remove the helpers a killed run left on ``project``'s volumes; their names."""
+    removed = []
+    for helper in leftover_helpers(client, project):
+        helper.remove(force=True)
+        removed.append(str(helper.name))
+    return removed
+
+
+@dataclass(frozen=True)
+class Journal:
+    """A restore under way: the backup it puts back, the release it is restored onto, and why."""
+
+    backup: str  # the backup's folder name, in the backups folder
+    release: str
+    why: str
+    started_at: float
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.started_at))
+        return f"the restore of backup {self.backup} onto release {self.release} ({self.why}), begun at {when}"
+
+
+class JournalDamaged(Exception):
+    """The restore journal cannot be read: one sentence, which file and how to go on."""
+
+
+def read_journal(path: Path) -> Journal | None:
+    """The restore a killed run left under way, if any."""
+    try:
+        data = json.loads(path.read_text())
+        return Journal(str(data["backup"]), str(data["release"]), str(data["why"]), float(data["started_at"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise JournalDamaged(
+            f"the restore journal {path} cannot be read ({type(error).__name__}: {error}): an earlier restore of the "
+            "database was cut short; put a backup back with --restore-backup=NAME once the database runs, then "
+            "remove that file"
+        ) from None
+
+
+def _write_journal(path: Path, journal: Journal) -> None:
+    """The journal on disk (flushed, then renamed into place) before the restore changes anything."""
+    private_folder(path.parent)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with private_file(temporary) as handle:
+        handle.write((json.dumps(dataclasses.asdict(journal), indent=2) + "\n").encode())
+    os.replace(temporary, path)
+    _fsync_folder(path.parent)
+
+
+def _remove_journal(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    _fsync_folder(path.parent)
+
+
+def restore(target: Target, compose: Compose, folder: Path, *, release: str, why: str) -> float:
+    """Put every database node back to the backup in ``folder`` (onto ``release``, run by ``compose``); returns
+    the seconds it took. Journaled: a run killed meanwhile leaves what the next run needs to do it again."""
     environment, client = target.environment, target.docker
     start = time.monotonic()
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = json.loads((folder / MANIFEST).read_text())
     services: list[str] = manifest["services"]
-    containers = project_containers(client, environment.compose_project)
+    journal_file = environment.state_dir / JOURNAL
+    _write_journal(journal_file, Journal(folder.name, release, why, time.time()))
+    project = environment.compose_project
+    remove_leftover_helpers(client, project)  # a killed restore's, still holding the volumes
+    containers = project_containers(client, project)
+    missing = [s for s in services if s not in containers]
+    if missing:
+        raise BackupFailed(f"cannot restore {folder.name}: {', '.join(missing)} has no container to restore into")
     compose.stop(services, timeout=environment.timeouts.stage)
     with ThreadPoolExecutor(max_workers=min(8, len(services))) as pool:
         list(
             pool.map(
-                lambda s: fill_volume(client, containers[s].image.id, data_volume(containers[s]), folder / f"{s}.tar"),
+                lambda s: fill_volume(
+                    client, containers[s].image.id, data_volume(containers[s]), folder / f"{s}.tar", project
+                ),
                 services,
             )
         )
     compose.start(services, timeout=environment.timeouts.stage)
-    wait_healthy(client, environment.compose_project, services, environment.timeouts.stage, environment.all_secrets)
+    wait_healthy(client, project, services, environment.timeouts.stage, environment.all_secrets)
+    _remove_journal(journal_file)  # every node is back and healthy: nothing left for a next run to finish
     return time.monotonic() - start
 
 

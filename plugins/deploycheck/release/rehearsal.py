@@ -80,7 +80,7 @@ def rehearse(target: Target, backup_folder: Path, pending: list[Path]) -> None:
             image = live[node].image.id
             volume = client.volumes.create(f"{tag}-{node}", labels={"org.deploycheck.role": "migration-copy"}).name
             volumes.append(volume)
-            fill_volume(client, image, volume, backup_folder / f"{node}.tar")
+            fill_volume(client, image, volume, backup_folder / f"{node}.tar", environment.compose_project)
             copies.append(
                 client.containers.run(
                     image,

@@ -182,7 +182,10 @@ def _restore(facts: Facts, target: Target, rollback: RollbackRecord) -> None:
     if facts.migrations_applied:
         if facts.backup is None:
             raise RollbackFailed("the failed release changed the database, and no backup was taken before it")
-        seconds = backup.restore(target, compose_of(previous, target), facts.backup.folder)
+        why = f"the rollback of a deploy that applied {', '.join(facts.migrations_applied)}"
+        seconds = backup.restore(
+            target, compose_of(previous, target), facts.backup.folder, release=previous.id, why=why
+        )
         rollback.database_restored = True
         rollback.database_restore_seconds = seconds
         rollback.actions.append(

@@ -81,10 +81,11 @@ def tear_down(target: Target, release: str, purge: bool) -> dict[str, Any]:
     return {"volumes": "purged" if purge else "kept", "removed": before, "volumes_kept": kept}
 
 
-def put_back(target: Target, compose: Compose, folder: Path) -> float:
-    """Every database node put back to the backup in ``folder``; the seconds it took. The one function a
-    restore of a named backup goes through (where the write fence of a rollback's restore wraps it too)."""
-    return backup.restore(target, compose, folder)
+def put_back(target: Target, release: str, compose: Compose, folder: Path) -> float:
+    """Every database node put back to the backup in ``folder``, onto ``release``; the seconds it took. The one
+    function a restore of a named backup goes through (where the write fence of a rollback's restore wraps it
+    too)."""
+    return backup.restore(target, compose, folder, release=release, why=f"--restore-backup={folder.name}")
 
 
 def restore_backup(target: Target, release_id: str, found: BackupFound, actions: list[str]) -> dict[str, Any]:
@@ -93,7 +94,7 @@ def restore_backup(target: Target, release_id: str, found: BackupFound, actions:
     environment = target.environment
     try:
         release = good_release(release_id, Ledger(environment.ledger_file))
-        seconds = put_back(target, compose_of(release, target), found.folder)
+        seconds = put_back(target, release.id, compose_of(release, target), found.folder)
         actions.append(
             f"restored every database node from backup {found.name} (taken for release {found.release}, "
             f"{found.bytes / 2**20:.1f} MiB) in {seconds:.1f} s"

@@ -1,14 +1,18 @@
 """Restore: a release of the ledger brought back for the whole stack and verified (a manual rollback), and the
-repair of what a run killed outright left behind (its release "in progress", its write fence)."""
+repair of what a run killed outright left behind (a restore of the database under way, its release "in
+progress", its write fence)."""
 
 from __future__ import annotations
+
+import docker.errors
 
 from deploycheck.engine.commands import CommandFailed
 from deploycheck.engine.containers import WaitFailed, project_containers
 from deploycheck.engine.target import Target
+from deploycheck.release import backup
 from deploycheck.release.fence import FenceFailed
 from deploycheck.release.ledger import Ledger
-from deploycheck.release.rollback import RollbackFailed, good_release, restore_release
+from deploycheck.release.rollback import RollbackFailed, compose_of, good_release, restore_release
 from deploycheck.release.running import running_release
 from deploycheck.stack import NotReachable
 from deploycheck.stages import StageFailed
@@ -21,6 +25,65 @@ def restore(target: Target, release: str, actions: list[str]) -> None:
         restore_release(good_release(release, Ledger(target.environment.ledger_file)), target, actions)
     except (RollbackFailed, WaitFailed, CommandFailed, NotReachable) as error:
         raise StageFailed(f"release {release} could not be restored: {str(error).splitlines()[0]}") from None
+
+
+def interrupted_restore(target: Target) -> backup.Journal | None:
+    """The restore of the database a killed run left under way, if any (its journal)."""
+    try:
+        return backup.read_journal(target.environment.state_dir / backup.JOURNAL)
+    except backup.JournalDamaged as error:
+        raise StageFailed(str(error)) from None
+
+
+def journal_left(target: Target) -> backup.Journal | None:
+    """The restore a killed run left under way, for a run that only says so (None too when it is unreadable)."""
+    try:
+        return interrupted_restore(target)
+    except StageFailed:
+        return None
+
+
+def needs_repair(target: Target, ledger: Ledger) -> bool:
+    """Whether a killed run left anything: a restore under way or its helpers, a release "in progress"."""
+    try:
+        if backup.read_journal(target.environment.state_dir / backup.JOURNAL) is not None:
+            return True
+    except backup.JournalDamaged:
+        return True  # said by the repair, which cannot go on
+    return bool(backup.leftover_helpers(target.docker, target.environment.compose_project)) or bool(ledger.unfinished())
+
+
+def finish_restore(target: Target, actions: list[str]) -> None:
+    """Remove the restore helpers a killed run left, and do the restore it was killed in again, from the same
+    backup onto the same release, before anything else (its write fence, in the backup, stays up until then)."""
+    environment = target.environment
+    journal = interrupted_restore(target)
+    removed = backup.remove_leftover_helpers(target.docker, environment.compose_project)
+    if removed:
+        actions.append(f"removed {len(removed)} restore helper(s) an earlier run left: {', '.join(sorted(removed))}")
+    if journal is None:
+        return
+    actions.append(f"an earlier run was killed during {journal.describe()}")
+    folder = environment.backups_dir / journal.backup
+    if not (folder / backup.MANIFEST).is_file():
+        raise StageFailed(
+            f"{journal.describe()} was cut short and backup {journal.backup} is no longer in {environment.backups_dir}:"
+            " put another backup back with --restore-backup=NAME once the database runs"
+        )
+    try:
+        release = good_release(journal.release, Ledger(environment.ledger_file))
+        seconds = backup.restore(target, compose_of(release, target), folder, release=release.id, why=journal.why)
+    except (
+        backup.BackupFailed,
+        RollbackFailed,
+        WaitFailed,
+        CommandFailed,
+        NotReachable,
+        docker.errors.DockerException,
+    ) as error:
+        words = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StageFailed(f"{journal.describe()} was cut short and could not be done again: {words}") from None
+    actions.append(f"restored every database node from backup {journal.backup} again, in {seconds:.1f} s")
 
 
 def repair(target: Target, ledger: Ledger, actions: list[str]) -> None:
