@@ -11,6 +11,7 @@ fails the run (exit 1), as a failed check does.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import docker.errors
@@ -185,6 +186,7 @@ def _http(target: Target, containers: dict[str, Container], diagnosis: Diagnosis
         ]
         if proxy is not None and http.service in proxy.routes and proxy.service in containers:
             ways.append((f"through {proxy.service}", proxy.service, containers[proxy.service], proxy.port))
+        routed: str | None = None  # what the request through the proxy's route answered, when it was ready
         for how, through, container, port in ways:
             try:
                 host, host_port = service_address(target, container, through, port)
@@ -196,6 +198,8 @@ def _http(target: Target, containers: dict[str, Container], diagnosis: Diagnosis
             url = f"http://{host}:{host_port}{route}{ready.path}"
             ok, detail = reach.http(url, ready.status)
             entry.connectivity.append(Connection("this machine", f"{http.service} {how}: {url}", ok, detail))
+            if ok and through != http.service:
+                routed = detail
             if not ok:
                 entry.problems.append(f"{http.service}: {ready.path} {how} answered {detail}, not {ready.status}")
         if proxy is None or http.service not in proxy.routes or proxy.service not in containers:
@@ -204,6 +208,10 @@ def _http(target: Target, containers: dict[str, Container], diagnosis: Diagnosis
         if State.of(proxy_container).status != "running":
             continue
         upstream = f"http://{http.service}:{http.port}{ready.path}"
+        if routed is not None:  # the proxy answered the readiness request from its upstream: it reaches it
+            entry.connectivity.append(Connection(proxy.service, upstream, True, f"{routed} through its route"))
+            continue
+        # The route did not answer ready: a request from inside the proxy's container tells which side fails.
         result = target.runner.exec(
             proxy_container, Command(("sh", "-c", HTTP_FROM_INSIDE, "sh", upstream), timeout=SECONDS + 10), check=False
         )
@@ -252,8 +260,14 @@ def diagnose(target: Target, services: Sequence[str], ledger: Ledger, reach: Rea
             "the ledger has no current release: this stack was never deployed green, or it was torn down"
         )
     reach = reach or Reach()
-    _database(target, diagnosis, reach)
-    _http(target, containers, diagnosis, reach)
+    # The database's connectivity and the HTTP services' fill different services' entries: asked at once.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        asked = [
+            pool.submit(_database, target, diagnosis, reach),
+            pool.submit(_http, target, containers, diagnosis, reach),
+        ]
+    for future in asked:
+        future.result()
     secrets = environment.all_secrets
     diagnosis.general = [mask_text(problem, secrets) for problem in diagnosis.general]
     for state in diagnosis.services.values():
