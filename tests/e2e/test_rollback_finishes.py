@@ -30,6 +30,7 @@ import docker
 import pytest
 import requests
 
+from deploycheck.engine import containers
 from deploycheck.release import backup
 from deploycheck.release.ledger import Ledger
 from tests.e2e.conftest import (
@@ -109,8 +110,9 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Case]:
 
 def helpers(project: str) -> list[Any]:
     """The restore helpers on this case's volumes (rehearsal copies' helpers too: wait for the rollback first)."""
-    label = [f"{backup.ROLE_LABEL}={backup.HELPER_ROLE}", f"{backup.HELPER_PROJECT_LABEL}={project}"]
-    return list(docker.from_env().containers.list(all=True, filters={"label": label}))
+    label = [f"{backup.ROLE_LABEL}={backup.HELPER_ROLE}", f"{containers.HELPER_PROJECT_LABEL}={project}"]
+    # ignore_removed: a helper listed and then removed (its volume filled) before the SDK inspects it is gone.
+    return list(docker.from_env().containers.list(all=True, filters={"label": label}, ignore_removed=True))
 
 
 def node_stopped(project: str) -> bool:
@@ -153,7 +155,9 @@ def run_until(deploy: Deploy, line: str, act: Callable[[subprocess.Popen[str]], 
 def stray_containers(project: str) -> list[str]:
     """Containers of the project that are not running (a Created one a cut-short command left), and helpers."""
     client = docker.from_env()
-    found = client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+    found = client.containers.list(
+        all=True, filters={"label": f"com.docker.compose.project={project}"}, ignore_removed=True
+    )
     return [f"{c.name} ({c.status})" for c in found if c.status != "running"] + [h.name for h in helpers(project)]
 
 

@@ -90,7 +90,9 @@ class FakeContainers:
     def __init__(self) -> None:
         self.running: list[FakeContainer] = []
 
-    def list(self, all: bool = False, filters: dict[str, Any] | None = None) -> list[FakeContainer]:
+    def list(
+        self, all: bool = False, filters: dict[str, Any] | None = None, ignore_removed: bool = False
+    ) -> list[FakeContainer]:
         label = (filters or {}).get("label", "")
         return [c for c in self.running if not label or f"{PROJECT_LABEL}={c.labels[PROJECT_LABEL]}" == label]
 

@@ -12,6 +12,7 @@ from typing import Any, cast
 import pytest
 
 from deploycheck.deployment import SignalShield
+from deploycheck.engine import containers
 from deploycheck.engine.compose import Compose
 from deploycheck.engine.target import Target
 from deploycheck.release import backup
@@ -68,7 +69,9 @@ class Containers:
     def __init__(self, helpers: list[Helper]) -> None:
         self.helpers = helpers
 
-    def list(self, all: bool = False, filters: dict[str, Any] | None = None) -> list[Helper]:
+    def list(
+        self, all: bool = False, filters: dict[str, Any] | None = None, ignore_removed: bool = False
+    ) -> list[Helper]:
         wanted = (filters or {}).get("label", "")
         key, _, value = wanted.partition("=")
         return [h for h in self.helpers if not h.removed and h.labels.get(key) == value]
@@ -177,11 +180,11 @@ def test_no_journal_is_no_restore_under_way_and_a_damaged_one_says_how_to_go_on(
 
 def test_the_helpers_left_on_this_projects_volumes_are_removed_and_no_other(tmp_path: Path) -> None:
     role = {backup.ROLE_LABEL: backup.HELPER_ROLE}
-    ours = helper("ours", {**role, backup.HELPER_PROJECT_LABEL: PROJECT})
+    ours = helper("ours", {**role, containers.HELPER_PROJECT_LABEL: PROJECT})
     older = helper("older", role, node="worker-1")  # from before helpers carried their project
-    other = helper("other", {**role, backup.HELPER_PROJECT_LABEL: "another"}, project="another")
+    other = helper("other", {**role, containers.HELPER_PROJECT_LABEL: "another"}, project="another")
     unlabelled_other = helper("unlabelled-other", role, project="another")
-    not_a_helper = helper("app", {backup.HELPER_PROJECT_LABEL: PROJECT})
+    not_a_helper = helper("app", {containers.HELPER_PROJECT_LABEL: PROJECT})
     on = journal_target(tmp_path, [ours, older, other, unlabelled_other, not_a_helper])
     assert [h.name for h in backup.leftover_helpers(on.docker, PROJECT)] == ["ours", "older"]
     assert backup.remove_leftover_helpers(on.docker, PROJECT) == ["ours", "older"]
@@ -198,7 +201,7 @@ def test_the_helpers_left_on_this_projects_volumes_are_removed_and_no_other(tmp_
 def test_a_restore_removes_the_helpers_a_killed_one_left_before_it_fills_the_volumes(
     tmp_path: Path, restore_engine: list[str]
 ) -> None:
-    left = helper("left", {backup.ROLE_LABEL: backup.HELPER_ROLE, backup.HELPER_PROJECT_LABEL: PROJECT})
+    left = helper("left", {backup.ROLE_LABEL: backup.HELPER_ROLE, containers.HELPER_PROJECT_LABEL: PROJECT})
     on = journal_target(tmp_path, [left])
     backup.restore(on, cast(Compose, Nodes(tmp_path / "x")), backup_folder(tmp_path / "state"), release="A", why="w")
     assert left.removed
@@ -230,7 +233,7 @@ def test_the_next_run_removes_the_helpers_and_does_the_killed_restore_again(
     state = tmp_path / "state"
     folder = backup_folder(state)
     left_journal(state, folder.name)
-    left = helper("left", {backup.ROLE_LABEL: backup.HELPER_ROLE, backup.HELPER_PROJECT_LABEL: PROJECT})
+    left = helper("left", {backup.ROLE_LABEL: backup.HELPER_ROLE, containers.HELPER_PROJECT_LABEL: PROJECT})
     on = journal_target(tmp_path, [left])
     done: list[tuple[Path, str, str, bool]] = []
 

@@ -33,6 +33,7 @@ from deploycheck.request.secrets import Secret, mask_text
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
+HELPER_PROJECT_LABEL = "org.deploycheck.project"  # the Compose project whose volumes a helper container mounts
 # Waits wake up on the engine's events of the project (a health status change, a start, an exit), so they
 # end as soon as the engine has a verdict, without polling it; a look every second stays as a safety net
 # (an event stream that broke, an event missed while subscribing). Polling every 0.1 s instead cost the
@@ -59,7 +60,8 @@ class WaitFailed(Exception):
 
 def project_containers(client: docker.DockerClient, project: str) -> dict[str, Container]:
     """The project's containers by Compose service name (running or not)."""
-    found = client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={project}"})
+    # ignore_removed: a container removed between the engine's list and the SDK's inspect of it is simply gone.
+    found = client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={project}"}, ignore_removed=True)
     return {c.labels.get(SERVICE_LABEL, c.name): c for c in found}
 
 
@@ -67,8 +69,11 @@ def remove_project(client: docker.DockerClient, project: str) -> None:
     """Every container, volume and network labelled with a Compose project: what `compose down --volumes` would
     remove, found without the project's compose files (for the tests and the benchmark's throwaway stacks)."""
     label = {"label": f"{PROJECT_LABEL}={project}"}
-    for container in client.containers.list(all=True, filters=label):
-        container.remove(force=True, v=True)
+    helpers = {"label": f"{HELPER_PROJECT_LABEL}={project}"}  # a restore's or rehearsal's, on its volumes
+    for filters in (label, helpers):
+        for container in client.containers.list(all=True, filters=filters, ignore_removed=True):
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True, v=True)
     for volume in client.volumes.list(filters=label):
         volume.remove(force=True)
     for network in client.networks.list(filters=label):

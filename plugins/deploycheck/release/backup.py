@@ -52,7 +52,7 @@ from docker.models.containers import Container
 from deploycheck.engine import commands
 from deploycheck.engine.commands import CommandFailed
 from deploycheck.engine.compose import Compose
-from deploycheck.engine.containers import PROJECT_LABEL, project_containers, wait_healthy
+from deploycheck.engine.containers import HELPER_PROJECT_LABEL, PROJECT_LABEL, project_containers, wait_healthy
 from deploycheck.engine.target import Target
 
 KEEP = 10
@@ -61,7 +61,6 @@ MANIFEST = "manifest.json"
 JOURNAL = "restore.json"  # in the environment's state folder, while a restore is under way
 ROLE_LABEL = "org.deploycheck.role"
 HELPER_ROLE = "restore-helper"
-HELPER_PROJECT_LABEL = "org.deploycheck.project"  # the Compose project whose volume a helper fills
 DATA_DIR = "/var/lib/postgresql/data"
 SCRATCH = "/tmp/deploycheck-backup"
 
@@ -266,7 +265,7 @@ def fill_volume(client: docker.DockerClient, image: str, volume: str, archive: P
 def leftover_helpers(client: docker.DockerClient, project: str) -> list[Container]:
     """The helpers a killed run left on ``project``'s volumes: labelled with it, or (made before helpers had
     that label) mounting one of its volumes."""
-    helpers = client.containers.list(all=True, filters={"label": f"{ROLE_LABEL}={HELPER_ROLE}"})
+    helpers = client.containers.list(all=True, filters={"label": f"{ROLE_LABEL}={HELPER_ROLE}"}, ignore_removed=True)
     volumes = {str(v.name) for v in client.volumes.list(filters={"label": f"{PROJECT_LABEL}={project}"})}
     return [
         helper
