@@ -13,6 +13,7 @@ Scenarios (comma-separated):
 - ``tenant-a-running``: the five containers of the project ``unit-store-a`` (tenant ``a`` of template ``store``) run;
   ``unit-store-b`` has only a volume left (torn down, its volumes kept).
 - ``no-http-client``: a container has neither curl nor wget (an HTTP request from inside it is not tried).
+- ``route-fails``: in a diagnosis, the readiness request through the proxy's route answers 502.
 - ``volumes``: the project has a data volume (a stack torn down with its volumes kept, or running).
 
 The fake engine runs no database: a backup, which connects to it, fails.
@@ -279,6 +280,9 @@ def fake_target(environment: Environment) -> FakeTarget:
     return FakeTarget(environment, os.environ.get("FAKE_SCENARIO", ""), Path.cwd() / COMMANDS_LOG)
 
 
+FAKE_PROXY_PORT = 47104  # the fake stack publishes its services on 47100 + their index; nginx is the fifth
+
+
 class FakeReach:
     """This machine's connections to the fake stack, in a diagnosis: the database answers, and each worker whose
     container runs; every HTTP service answers its readiness request."""
@@ -290,4 +294,7 @@ class FakeReach:
         return "127.0.0.1:47100", nodes
 
     def http(self, url: str, status: int) -> tuple[bool, str]:
+        through_proxy = url.startswith(f"http://127.0.0.1:{FAKE_PROXY_PORT}/")
+        if through_proxy and "route-fails" in os.environ.get("FAKE_SCENARIO", "").split(","):
+            return False, "HTTP 502"
         return True, f"HTTP {status}"

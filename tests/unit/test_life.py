@@ -257,6 +257,22 @@ def test_verify_only_diagnoses_every_service_and_a_stopped_worker_fails_it(
     inside = next(c for c in summary(suite)["services"]["api"]["connectivity"] if c["from"] == "nginx")
     assert inside["to"] == "http://api:8000/ready" and inside["ok"] is True, inside
     assert inside["detail"].endswith("through its route"), inside
+    # Its route failing, the proxy's container is asked, and with no client there it is not tried (ok null).
+    monkeypatch.setenv("FAKE_SCENARIO", "stack-running,no-http-client,route-fails")
+    failing = suite.runpytest("--deploy=local", "--verify-only", "-p", "no:cacheprovider")
+    assert failing.ret == 1, "the route's 502 is a problem of the api"
+    failing.stdout.fnmatch_lines(
+        ["    nginx -> http://api:8000/ready: not tried neither curl nor wget in the container"]
+    )
+    data = summary(suite)
+    inside = next(c for c in data["services"]["api"]["connectivity"] if c["from"] == "nginx")
+    assert inside == {
+        "from": "nginx",
+        "to": "http://api:8000/ready",
+        "ok": None,
+        "detail": "neither curl nor wget in the container",
+    }
+    assert data["diagnosis"]["problems"] == ["api: /ready through nginx answered HTTP 502, not 200"]
 
     monkeypatch.setenv("FAKE_SCENARIO", "stack-running,worker-stopped")
     result = suite.runpytest("--deploy=local", "--verify-only", "-p", "no:cacheprovider")
