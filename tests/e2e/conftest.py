@@ -9,13 +9,14 @@ import shutil
 import socket
 import subprocess
 import textwrap
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
+import requests
 
 from deploycheck.engine import containers
 from tests.citus import CITUS_IMAGE
@@ -132,6 +133,36 @@ secrets = {{ db_password = "DEPLOYCHECK_E2E_DB_PASSWORD", api_token = "DEPLOYCHE
             text=True,
             start_new_session=True,
         )
+
+    def run_until(
+        self, line: str, act: Callable[[subprocess.Popen[str]], None], *args: str, timeout: float = 900
+    ) -> tuple[int, str]:
+        """The suite started in the background (``start``); once ``line`` is in its output, ``act`` on the
+        process (a signal, a kill); its exit code and whole output."""
+        process = self.start(*args)
+        assert process.stdout is not None
+        seen = []
+        for text in process.stdout:
+            seen.append(text)
+            if line in text:
+                act(process)
+                break
+        output = "".join(seen) + process.communicate(timeout=timeout)[0]
+        return process.returncode, output
+
+    def seed_stores(self, count: int = 5) -> None:
+        """``count`` stores with two orders each, written through the API: the customer's rows a rollback keeps."""
+        api = f"http://127.0.0.1:{self.ports[1]}"
+        token = {"Authorization": f"Bearer {TOKEN_MARKER}"}
+        for i in range(count):
+            store = requests.post(f"{api}/stores", json={"name": f"kept-{i}"}, headers=token, timeout=10).json()
+            for item in ("tea", "cake"):
+                requests.post(
+                    f"{api}/stores/{store['id']}/orders",
+                    json={"item": item, "amount_cents": 100 + i},
+                    headers=token,
+                    timeout=10,
+                ).raise_for_status()
 
     def env(self) -> dict[str, str]:
         return {
@@ -252,11 +283,11 @@ def build_api_variant(tmp_path: Path, name: str, fault: str) -> str:
     return tag
 
 
-def build_broken_ready_api(tmp_path: Path) -> str:
+def build_broken_ready_api(tmp_path: Path, name: str = "broken-ready") -> str:
     """A release of the API whose /ready always fails: the real app with its /ready route replaced."""
     return build_api_variant(
         tmp_path,
-        "broken-ready",
+        name,
         """
 
         # e2e fault: this release's readiness is broken on purpose.

@@ -21,7 +21,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,6 @@ from deploycheck.release import backup
 from deploycheck.release.ledger import Ledger
 from tests.e2e.conftest import (
     ROOT,
-    TOKEN_MARKER,
     Deploy,
     coordinator_sql,
     count_rows,
@@ -92,17 +91,7 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Case]:
     found.environment()
     first = deploy.run("--release=A")
     assert first.returncode == 0, first.stdout[-5000:]
-    api = f"http://127.0.0.1:{deploy.ports[1]}"
-    token = {"Authorization": f"Bearer {TOKEN_MARKER}"}
-    for i in range(5):
-        store = requests.post(f"{api}/stores", json={"name": f"kept-{i}"}, headers=token, timeout=10).json()
-        for item in ("tea", "cake"):
-            requests.post(
-                f"{api}/stores/{store['id']}/orders",
-                json={"item": item, "amount_cents": 100 + i},
-                headers=token,
-                timeout=10,
-            ).raise_for_status()
+    deploy.seed_stores()
     yield found
     remove_project(deploy.project)
     shutil.rmtree(deploy.state_dir, ignore_errors=True)
@@ -136,20 +125,6 @@ def wait_for_the_restore(project: str, seconds: float = 120) -> str:
             return "the database nodes are stopped"
         time.sleep(0.02)
     raise AssertionError("the rollback's restore did not start")
-
-
-def run_until(deploy: Deploy, line: str, act: Callable[[subprocess.Popen[str]], None], *args: str) -> tuple[int, str]:
-    """A deploy in the background, in a process group of its own; ``act`` once ``line`` is in its output."""
-    process = deploy.start(*args)
-    assert process.stdout is not None
-    seen = []
-    for text in process.stdout:
-        seen.append(text)
-        if line in text:
-            act(process)
-            break
-    output = "".join(seen) + process.communicate(timeout=900)[0]
-    return process.returncode, output
 
 
 def stray_containers(project: str) -> list[str]:
@@ -202,8 +177,8 @@ def test_group_sigint_sigterm_and_a_second_sigint_during_the_rollbacks_restore(c
             os.killpg(process.pid, signum)
             time.sleep(0.5)
 
-    code, output = run_until(
-        case.deploy, "[deploycheck] rollback: restoring the previous release", signals, "--release=B-signals"
+    code, output = case.deploy.run_until(
+        "[deploycheck] rollback: restoring the previous release", signals, "--release=B-signals"
     )
     assert code == pytest.ExitCode.TESTS_FAILED, output[-5000:]
     summary = assert_previous_serves_with_its_rows(case, previous, rows_before, output)
@@ -226,7 +201,7 @@ def test_sigterm_interrupts_the_deploy_then_sigint_lands_during_its_rollbacks_re
         moments.append(wait_for_the_restore(case.deploy.project))
         os.killpg(process.pid, signal.SIGINT)
 
-    code, output = run_until(case.deploy, "stage services: started", cancel_then_ctrl_c, "--release=B-term-then-int")
+    code, output = case.deploy.run_until("stage services: started", cancel_then_ctrl_c, "--release=B-term-then-int")
     assert code == pytest.ExitCode.INTERRUPTED, output[-5000:]
     summary = assert_previous_serves_with_its_rows(case, previous, rows_before, output)
     assert summary["interrupted"] is True
@@ -248,8 +223,8 @@ def test_a_run_killed_during_the_restore_is_repaired_by_the_next_run(case: Case)
         moments.append(wait_for_the_restore(case.deploy.project))
         process.kill()  # pytest only: what it started runs on, in sessions of their own
 
-    code, output = run_until(
-        case.deploy, "[deploycheck] rollback: restoring the previous release", kill, "--release=B-killed"
+    code, output = case.deploy.run_until(
+        "[deploycheck] rollback: restoring the previous release", kill, "--release=B-killed"
     )
     assert code == -signal.SIGKILL, output[-5000:]
     journal = backup.read_journal(case.deploy.state_dir / backup.JOURNAL)

@@ -14,7 +14,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,6 @@ from deploycheck.engine.images import split_reference
 from tests.citus import resolved_citus_image
 from tests.e2e.conftest import (
     ROOT,
-    TOKEN_MARKER,
     Deploy,
     build_crashing_api,
     coordinator_sql,
@@ -72,17 +71,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
     matrix.environment(stage_timeout=120)  # the first start runs initdb and CREATE EXTENSION citus on every node
     first = deploy.run("--release=A")
     assert first.returncode == 0, first.stdout[-5000:]
-    api = f"http://127.0.0.1:{deploy.ports[1]}"
-    token = {"Authorization": f"Bearer {TOKEN_MARKER}"}
-    for i in range(5):
-        store = requests.post(f"{api}/stores", json={"name": f"kept-{i}"}, headers=token, timeout=10).json()
-        for item in ("tea", "cake"):
-            requests.post(
-                f"{api}/stores/{store['id']}/orders",
-                json={"item": item, "amount_cents": 100 + i},
-                headers=token,
-                timeout=10,
-            ).raise_for_status()
+    deploy.seed_stores()
     yield matrix
     remove_project(deploy.project)
     shutil.rmtree(deploy.state_dir, ignore_errors=True)
@@ -135,20 +124,6 @@ def _failed_stage(summary: dict[str, Any]) -> dict[str, Any]:
     return dict(failed[0])
 
 
-def _run_until(deploy: Deploy, line: str, act: Callable[[subprocess.Popen[str]], None], *args: str) -> tuple[int, str]:
-    """Start a deploy in the background; when ``line`` appears in its output, ``act`` on it; return its exit."""
-    process = deploy.start(*args)
-    assert process.stdout is not None
-    seen = []
-    for text in process.stdout:
-        seen.append(text)
-        if line in text:
-            act(process)
-            break
-    output = "".join(seen) + process.communicate(timeout=600)[0]
-    return process.returncode, output
-
-
 def _container(matrix: Matrix, service: str) -> docker.models.containers.Container:
     return docker.from_env().containers.get(f"{matrix.deploy.project}-{service}-1")
 
@@ -174,7 +149,7 @@ def test_worker_stopped_during_the_citus_stage(matrix: Matrix, from_a: tuple[set
         finally:
             process.send_signal(signal.SIGCONT)
 
-    code, output = _run_until(matrix.deploy, "stage citus: started", stop_worker, "--release=B-worker-stopped")
+    code, output = matrix.deploy.run_until("stage citus: started", stop_worker, "--release=B-worker-stopped")
     assert code == 1, output[-5000:]
     summary = _assert_a_is_back(matrix, output, from_a)
     stage = _failed_stage(summary)
@@ -182,8 +157,7 @@ def test_worker_stopped_during_the_citus_stage(matrix: Matrix, from_a: tuple[set
 
 
 def test_worker_killed_during_the_checks(matrix: Matrix, from_a: tuple[set[int], set[int]]) -> None:
-    code, output = _run_until(
-        matrix.deploy,
+    code, output = matrix.deploy.run_until(
         "checks/test_http.py",
         lambda process: _container(matrix, "worker-2").kill(),
         "--release=B-worker-killed",
@@ -298,7 +272,7 @@ def test_ctrl_c_during_the_database_stage(matrix: Matrix, from_a: tuple[set[int]
             time.sleep(0.1)  # until B's coordinator runs: the database stage then waits for it to be healthy
         os.killpg(process.pid, signal.SIGINT)
 
-    code, output = _run_until(matrix.deploy, "stage database: started", ctrl_c, "--release=B-sigint")
+    code, output = matrix.deploy.run_until("stage database: started", ctrl_c, "--release=B-sigint")
     assert code == pytest.ExitCode.INTERRUPTED, output[-5000:]
     summary = _assert_a_is_back(matrix, output, from_a)
     assert summary["interrupted"] is True
@@ -308,8 +282,7 @@ def test_ctrl_c_during_the_database_stage(matrix: Matrix, from_a: tuple[set[int]
 
 
 def test_sigterm_during_the_checks(matrix: Matrix, from_a: tuple[set[int], set[int]]) -> None:
-    code, output = _run_until(
-        matrix.deploy,
+    code, output = matrix.deploy.run_until(
         "checks/test_http.py",
         lambda process: process.send_signal(signal.SIGTERM),
         "--release=B-sigterm",

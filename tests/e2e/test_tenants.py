@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from tests.citus import CITUS_IMAGE
-from tests.e2e.conftest import REFERENCE_CONTRACT, ROOT, build_api_variant, remove_project
+from tests.e2e.conftest import REFERENCE_CONTRACT, ROOT, build_broken_ready_api, remove_project
 
 pytestmark = pytest.mark.e2e
 
@@ -106,22 +106,7 @@ worker_count = 1
 def template(tmp_path: Path) -> Iterator[Template]:
     client = docker.from_env()
     good = client.images.build(path=str(ROOT / "stack" / "api"), tag="deploycheck/api:dclife-reference", rm=True)[0]
-    broken = build_api_variant(
-        tmp_path,
-        "dclife-broken-ready",
-        """
-
-        # e2e fault: this release's readiness is broken on purpose.
-        from fastapi.responses import JSONResponse as _JSONResponse
-
-        app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) != "/ready"]
-
-
-        @app.get("/ready")
-        def _broken_ready() -> _JSONResponse:
-            return _JSONResponse({"status": "not ready", "reason": "release broken on purpose"}, status_code=503)
-        """,
-    )
+    broken = build_broken_ready_api(tmp_path, "dclife-broken-ready")
     good.tag("deploycheck/api-e2e", tag=GOOD)
     client.images.get(broken).tag("deploycheck/api-e2e", tag=BROKEN)
     override = tmp_path / "releases.yaml"  # each release runs its own API image, as from a registry

@@ -329,16 +329,7 @@ TAGS = ("0004_store_tags.sql", "ALTER TABLE stores ADD COLUMN tags text NOT NULL
 
 def signal_when_fenced(deploy: Deploy, signum: int, *args: str) -> tuple[int, str]:
     """A deploy started as from a terminal; once its fence is up, ``signum`` to its process group."""
-    process = deploy.start(*args)
-    assert process.stdout is not None
-    seen = []
-    for line in process.stdout:
-        seen.append(line)
-        if FENCE_UP in line:
-            os.killpg(process.pid, signum)
-            break
-    output = "".join(seen) + process.communicate(timeout=600)[0]
-    return process.returncode, output
+    return deploy.run_until(FENCE_UP, lambda process: os.killpg(process.pid, signum), *args, timeout=600)
 
 
 def test_an_interrupt_while_the_fence_is_up_lifts_it(reference: Reference) -> None:

@@ -11,7 +11,6 @@ another one through the ``pytest_deploycheck_make_target`` hook.
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ from docker import DockerClient
 from deploycheck.engine.commands import Runner
 from deploycheck.release import lock
 from deploycheck.request.environment import Environment
+from deploycheck.request.tenants import port_is_free_here
 
 # The deploy locks of the stacks this machine's engines run, whichever checkout or environment file deploys
 # them: a lock is the engine's and the Compose project's (release/lock.py).
@@ -173,13 +173,7 @@ class LocalTarget:
         return lock.acquire(lock.lock_path(LOCK_ROOT, engine, self.environment.compose_project))
 
     def port_is_free(self, port: int) -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-        return True
+        return port_is_free_here(port)
 
     def close(self) -> None:
         if self._docker is not None:
