@@ -24,15 +24,17 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
+import docker.errors
 import pytest
 
+from deploycheck.engine import routes
 from deploycheck.engine.commands import CommandFailed
-from deploycheck.engine.compose import ComposeModel
+from deploycheck.engine.compose import Compose, ComposeModel
 from deploycheck.engine.ssh import SSHError
 from deploycheck.engine.target import DeployLock, EngineUnreachable, Target
 from deploycheck.record import reporting
 from deploycheck.record.record import Mode, RunRecord, StageRecord
-from deploycheck.release import inventory, lock, redeploy, rollback
+from deploycheck.release import inventory, lock, redeploy, rollback, swap
 from deploycheck.release.backup import Backup
 from deploycheck.release.fence import FenceFailed
 from deploycheck.release.inventory import BackupFound
@@ -260,6 +262,7 @@ class Deployment:
                 self.say(f"[deploycheck] rollback: {decision.why}")
             try:
                 rollback.perform(decision, life.facts, self.target, record.rollback)
+                self._end_swaps(decision.action)
             finally:  # after the rollback's restore, if any: the write fence is never left on by this run
                 self._end_write_fence()
             if record.mode == "rollback-to" and record.outcome == "passed":
@@ -289,6 +292,29 @@ class Deployment:
                 self.say(f"[deploycheck]   {action}")
         if record.write_fence.put_up or record.write_fence.left_on:
             self.say(f"[deploycheck] {reporting.write_fence_line(record.write_fence)}")
+
+    def _end_swaps(self, action: rollback.Action) -> None:
+        """At the verdict: a green one retires the containers the swapped services' new ones replace; a failed
+        deploy that brings no release back ("leave") still routes to the old ones again (a restore already did)."""
+        swaps, record = self._life.facts.swaps, self.record
+        if not swaps or action in ("restore", "remove"):
+            return
+        actions: list[str] = []
+        try:
+            if action == "none" and not record.failed:
+                swap.retire(self.target, swaps, actions)
+            elif action == "leave":
+                swap.undo(self.target, swaps, actions)
+            else:
+                actions = [f"{s.service}: {s.new} and {', '.join(s.old)} both kept" for s in swaps]
+        except (routes.RoutesFailed, docker.errors.DockerException, CommandFailed) as error:
+            actions.append(f"WARNING: the swap could not be ended ({error}); the next deploy ends it")
+        for line in actions:  # each service's own line ("SERVICE: what was done") goes to its swap's record
+            service, _, done = line.partition(": ")
+            if service in record.swaps:
+                record.swaps[service] += f"; {done}"
+        for line in actions:
+            self.say(f"[deploycheck] zero downtime: {line}")
 
     # --- the write fence ----------------------------------------------------------------------------------
 
@@ -650,11 +676,37 @@ class Deployment:
 
     def services(self, images: StageResult[Images]) -> StageResult[None]:
         def start() -> None:
+            compose = images.value.compose
             services = services_stage.application_services(self.target, self.model)
             early = bool(services) and set(services) <= set(self._early_services())
-            services_stage.start_services(self.target, images.value.compose, services, early)
+            swaps = () if early else self._swaps(compose, services)
+            self._life.facts = replace(self._life.facts, swaps=swaps)  # from here on, a rollback switches back
+            started = services_stage.start_services(self.target, compose, services, early, swaps)
+            self._life.facts = replace(self._life.facts, swaps=started)
+            for started_swap in started:
+                self.record.swaps[started_swap.service] = (
+                    f"blue-green: {started_swap.new} started beside {', '.join(started_swap.old)}, which kept "
+                    "serving until the new one was ready"
+                )
 
         return self.run_stage("services", start)
+
+    def _swaps(self, compose: Compose, services: Sequence[str]) -> tuple[swap.Swap, ...]:
+        """The routed services swapped with no downtime (their routes pinned to the containers that serve now);
+        each one replaced in place instead is said, with why and how to change that."""
+        try:
+            plan = swap.plan(self.target, compose, self.model, services)
+        except CommandFailed as error:
+            raise StageFailed("docker compose could not say which services change", str(error)) from None
+        if plan.swaps:
+            try:
+                swap.pin(self.target, plan.swaps)
+            except routes.RoutesFailed as error:  # e.g. a team's proxy without a routes folder: said, in place
+                plan = swap.Plan(in_place=(*plan.in_place, *((s.service, str(error)) for s in plan.swaps)))
+        for service, why in plan.in_place:
+            self.record.swaps[service] = f"in place: {why}"
+            self.say(f"[deploycheck] {service} is replaced in place, so the proxy cannot serve it meanwhile: {why}")
+        return plan.swaps
 
     def proxy(self, images: StageResult[Images]) -> StageResult[None]:
         def start() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
 import signal
 import time
@@ -38,7 +37,7 @@ from deploycheck.request import options, tenants
 from deploycheck.request.environment import DEFAULT_FILE, Environment, load
 from deploycheck.request.options import RunRequest
 from deploycheck.request.schema import ConfigError
-from deploycheck.request.secrets import GeneratedSecretError
+from deploycheck.request.secrets import GeneratedSecretError, mask_text
 from deploycheck.stack import Stack
 
 PLUGIN_NAME = "deploycheck-run"
@@ -224,14 +223,15 @@ def _tenants_own_stacks(environment: Environment, runner: Runner, release: str) 
     volume outright (every tenant's would be the same one)."""
     compose = compose_for(environment, runner, release, environment.citus_image)
     try:
-        data = json.loads(compose.run("config", "--format", "json", timeout=60).stdout)
+        data = compose.run("config", "--format", "json", timeout=60).data()
     except (CommandFailed, ValueError):
         return  # read_model says what is wrong with the files
     problem = tenants.shared_resources(data, environment.compose_project)
     if problem is not None:
         raise ConfigError(
             f"template '{environment.template}' cannot give tenant '{environment.tenant}' a stack of its own: "
-            f"{problem}; remove that name from the compose files so that Compose names it after each tenant's project."
+            f"{mask_text(problem, environment.all_secrets)}; remove that name from the compose files so that Compose "
+            "names it after each tenant's project."
         )
 
 
@@ -504,6 +504,9 @@ class Run:
         record = self.masked_record()
         if exitstatus == pytest.ExitCode.INTERRUPTED:
             record.interrupted = True
+        elif exitstatus in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
+            # e.g. a check module's conftest pytest refuses: no check ran, which is no pass
+            record.pytest_error = f"pytest ended with exit code {int(exitstatus)}"
         record.finished_at = time.time()
         reporting.write_summary_json(record, self.summary_path)
         if github.is_github_actions():

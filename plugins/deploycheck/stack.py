@@ -7,16 +7,33 @@ from dataclasses import dataclass
 
 import docker
 import psycopg
+import requests
 from docker.models.containers import Container
 
-from deploycheck.engine.commands import Command
-from deploycheck.engine.containers import project_containers
+from deploycheck.engine.commands import environ_now
+from deploycheck.engine.containers import project_containers, service_container
 from deploycheck.engine.target import Target
 from deploycheck.release import fence
 from deploycheck.request.environment import Environment, HttpService
 from deploycheck.request.secrets import libpq_passfile
 
 Connection = psycopg.Connection[tuple[object, ...]]
+
+
+class StackSession(requests.Session):
+    """HTTP to the stack's services, which this machine reaches on 127.0.0.1 (a server's through deploycheck's
+    SSH forwards): never through a proxy the environment names, and with the environment read once, here, not on
+    each request (``trust_env``). A session of a background probe read it on each request, iterating
+    ``os.environ`` while pytest's main thread set and removed PYTEST_CURRENT_TEST: ``KeyError``. A CA bundle the
+    environment names (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE) is still used."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trust_env = False
+        environment = environ_now()
+        bundle = environment.get("REQUESTS_CA_BUNDLE") or environment.get("CURL_CA_BUNDLE")
+        if bundle:
+            self.verify = bundle
 
 
 class NotReachable(Exception):
@@ -38,7 +55,7 @@ def service_address(target: Target, container: Container | None, service: str, p
     if host_port is None:
         raise NotReachable(
             f"service {service} publishes no port for its port {port}: publish it on 127.0.0.1 "
-            f'(ports: ["127.0.0.1:HOST_PORT:{port}"]) so that deploycheck can reach it'
+            f'(ports: ["127.0.0.1::{port}"], the engine picks the host port) so that deploycheck can reach it'
         )
     return target.host_address(host_port)
 
@@ -53,7 +70,7 @@ def database_connection(target: Target, timeout: int = 5, *, as_client: bool = F
     machine's from taking its place (libpq reads the file when the password it is given is empty)."""
     environment = target.environment
     database = environment.stack.database
-    container = project_containers(target.docker, environment.compose_project).get(database.service)
+    container = service_container(target.docker, environment.compose_project, database.service)
     host, port = service_address(target, container, database.service, database.port)
     with libpq_passfile(environment.db_password) as passfile:
         return psycopg.connect(
@@ -68,24 +85,6 @@ def database_connection(target: Target, timeout: int = 5, *, as_client: bool = F
             application_name="deploycheck",
             options="" if as_client else fence.SESSION_OPTIONS,
         )
-
-
-def reload_proxy(target: Target) -> str | None:
-    """The proxy takes its upstreams anew once the services it routes to were started or brought back (its
-    ``reload``, graceful: no connection dropped), so that no worker keeps the address of a container that is
-    gone (nginx resolves a variable upstream once per ``valid`` period, per worker). Why it failed, or None."""
-    environment = target.environment
-    proxy = environment.stack.proxy
-    if proxy is None or not proxy.reload:
-        return None
-    container = project_containers(target.docker, environment.compose_project).get(proxy.service)
-    if container is None or container.status != "running":
-        return f"{proxy.service} is not running"
-    result = target.runner.exec(container, Command(proxy.reload, timeout=30), check=False)
-    if result.returncode != 0:
-        words = result.output.strip().splitlines()[-1] if result.output.strip() else f"exit {result.returncode}"
-        return f"`{' '.join(proxy.reload)}` in {proxy.service} failed: {words}"
-    return None
 
 
 # The Citus coordinator is the database for every Citus-specific step.

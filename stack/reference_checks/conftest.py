@@ -11,7 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pytest
 import requests
 
-from deploycheck.stack import Stack
+from deploycheck.stack import Stack, StackSession
 
 pytest.register_assert_rewrite(f"{__package__}.probes")  # the write-then-read probe asserts for its check
 
@@ -21,7 +21,7 @@ from .probes import write_then_read  # noqa: E402  # after the rewrite registrat
 @pytest.fixture(scope="session")
 def api_http(stack: Stack) -> Iterator[requests.Session]:
     """HTTP with the API token the environment names (the API refuses writes without it)."""
-    with requests.Session() as session:
+    with StackSession() as session:
         session.headers["Authorization"] = f"Bearer {stack.environment.secret('api_token').reveal()}"
         yield session
 

@@ -9,7 +9,7 @@ import uuid
 import psycopg
 import requests
 
-from deploycheck.stack import Stack
+from deploycheck.stack import Stack, StackSession
 
 Connection = psycopg.Connection[tuple[object, ...]]
 
@@ -25,28 +25,36 @@ def write_then_read(stack: Stack, base_url: str, writes_refused: bool) -> None:
     the database refuses writes (``writes_refused``: a deploy's write fence), the API must refuse the write with
     503 and Retry-After, and the rows it reads back are written by deploycheck's own session instead."""
     name = f"probe-{uuid.uuid4().hex[:8]}"  # the probe's rows are found by it, to be deleted
-    with requests.Session() as http, stack.connect() as conn:
+    with StackSession() as http, stack.connect() as conn:
         # Revealed into the session's headers only, never a local that --showlocals would show.
         http.headers["Authorization"] = f"Bearer {stack.environment.secret('api_token').reveal()}"
         try:
-            _round_trip(http, conn, base_url, name, writes_refused)
+            store_id = _round_trip(http, conn, base_url, name, writes_refused)
         except BaseException:
             with contextlib.suppress(psycopg.Error):  # the probe's own failure is what its check must say
                 remove_probe_rows(conn, name)
             raise
-        remove_probe_rows(conn, name)
+        remove_store(conn, store_id)
 
 
 def remove_probe_rows(conn: Connection, name: str) -> None:
-    """Delete the store named ``name`` and its orders (deploycheck's own session: it writes under the fence)."""
+    """Delete the store named ``name`` and its orders (deploycheck's own session: it writes under the fence).
+    Finding it by name asks every shard of ``stores`` (a connection to every worker): for a probe cut short,
+    whose store's id may never have come back."""
     ids = [int(str(row[0])) for row in conn.execute("SELECT id FROM stores WHERE name = %s", (name,)).fetchall()]
-    for store_id in ids:  # by the distribution column: each delete goes to one shard
-        with conn.transaction():
-            conn.execute("DELETE FROM orders WHERE store_id = %s", (store_id,))
-            conn.execute("DELETE FROM stores WHERE id = %s", (store_id,))
+    for store_id in ids:
+        remove_store(conn, store_id)
 
 
-def _round_trip(http: requests.Session, conn: Connection, base_url: str, name: str, writes_refused: bool) -> None:
+def remove_store(conn: Connection, store_id: int) -> None:
+    """Delete a store and its orders by the distribution column: one shard's worker, in one transaction."""
+    with conn.transaction():
+        conn.execute("DELETE FROM orders WHERE store_id = %s", (store_id,))
+        conn.execute("DELETE FROM stores WHERE id = %s", (store_id,))
+
+
+def _round_trip(http: requests.Session, conn: Connection, base_url: str, name: str, writes_refused: bool) -> int:
+    """The round trip; the id of the store it made."""
     store = http.post(f"{base_url}/stores", json={"name": name}, timeout=HTTP_TIMEOUT)
     if writes_refused:
         assert store.status_code == 503 and "read-only" in store.text, store.text
@@ -89,3 +97,4 @@ def _round_trip(http: requests.Session, conn: Connection, base_url: str, name: s
         (node, port, f"SELECT count(*) FROM {shard} WHERE store_id = {store_id}"),
     ).fetchone()
     assert in_shard == (True, "2"), f"shard {shard} on {node}:{port} holds {in_shard} orders of store {store_id}"
+    return store_id

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from deploycheck.engine import containers
+from deploycheck.stack import published_port
 from tests.citus import CITUS_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,7 +153,7 @@ secrets = {{ db_password = "DEPLOYCHECK_E2E_DB_PASSWORD", api_token = "DEPLOYCHE
 
     def seed_stores(self, count: int = 5) -> None:
         """``count`` stores with two orders each, written through the API: the customer's rows a rollback keeps."""
-        api = f"http://127.0.0.1:{self.ports[1]}"
+        api = self.api
         token = {"Authorization": f"Bearer {TOKEN_MARKER}"}
         for i in range(count):
             store = requests.post(f"{api}/stores", json={"name": f"kept-{i}"}, headers=token, timeout=10).json()
@@ -191,9 +192,20 @@ secrets = {{ db_password = "DEPLOYCHECK_E2E_DB_PASSWORD", api_token = "DEPLOYCHE
         return data
 
     def containers(self) -> dict[str, str]:
-        client = docker.from_env()
-        found = client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={self.project}"})
-        return {c.labels["com.docker.compose.service"]: c.id for c in found}
+        """Each service's container id (the newest, while a swap runs two)."""
+        return {service: c.id for service, c in containers.project_containers(docker.from_env(), self.project).items()}
+
+    @property
+    def api(self) -> str:
+        """The API's base URL: the host port the engine picked for its container (it publishes no fixed one)."""
+        container = containers.project_containers(docker.from_env(), self.project)["api"]
+        port = published_port(container, 8000)
+        assert port is not None, f"{container.name} publishes no port for 8000"
+        return f"http://127.0.0.1:{port}"
+
+    @property
+    def proxy(self) -> str:
+        return f"http://127.0.0.1:{self.ports[2]}"
 
     def volumes(self) -> list[str]:
         client = docker.from_env()

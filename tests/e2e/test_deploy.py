@@ -134,6 +134,7 @@ def test_worker_that_never_becomes_healthy_fails_the_database_stage(deploy: Depl
 
 
 def test_nginx_upstream_on_the_wrong_port_fails_the_proxy_stage(deploy: Deploy) -> None:
+    """The proxy's own upstream, as a proxy without deploycheck's routes file has it (routes_file = ""), is wrong."""
     wrong_port = deploy.override(
         "wrong-upstream.yaml",
         """
@@ -144,6 +145,8 @@ def test_nginx_upstream_on_the_wrong_port_fails_the_proxy_stage(deploy: Deploy) 
         """,
     )
     deploy.write_environment(overrides=[wrong_port], stage_timeout=20)
+    text = deploy.env_file.read_text()
+    deploy.env_file.write_text(text.replace("failure_probe = {", 'routes_file = ""\nfailure_probe = {', 1))
     result = deploy.run()
     assert result.returncode == 1, result.stdout[-5000:]
     _assert_caught_and_rolled_back(deploy, result, "proxy", "/ready did not answer 200 within 20 s (last: 502")
@@ -201,10 +204,9 @@ def test_release_b_that_fails_rolls_back_to_release_a_with_its_data(deploy: Depl
     redeployed = [line for line in again.stdout.splitlines() if "deploying it again" in line]
     assert deploy.summary()["mode"] == "already-current", redeployed
 
-    api = deploy.ports[1]
     token = {"Authorization": f"Bearer {TOKEN_MARKER}"}
     stores = [
-        requests.post(f"http://127.0.0.1:{api}/stores", json={"name": f"kept-{i}"}, headers=token, timeout=10).json()
+        requests.post(f"{deploy.api}/stores", json={"name": f"kept-{i}"}, headers=token, timeout=10).json()
         for i in range(3)
     ]
     assert all("id" in store for store in stores), stores
@@ -217,9 +219,9 @@ def test_release_b_that_fails_rolls_back_to_release_a_with_its_data(deploy: Depl
     rollback = summary["rollback"]
     assert rollback["performed"] is True and rollback["outcome"] == "passed", rollback
     assert rollback["restored_release"] == "A" and rollback["seconds"] > 0
-    assert requests.get(f"http://127.0.0.1:{api}/version", timeout=10).json()["release"] == "A"
+    assert requests.get(f"{deploy.api}/version", timeout=10).json()["release"] == "A"
     for store in stores:
-        kept = requests.get(f"http://127.0.0.1:{api}/stores/{store['id']}", timeout=10)
+        kept = requests.get(f"{deploy.api}/stores/{store['id']}", timeout=10)
         assert kept.status_code == 200 and kept.json()["name"] == store["name"]
     ledger = json.loads((deploy.state_dir / "ledger.json").read_text())
     assert ledger["current"] == "A"
@@ -237,7 +239,7 @@ def test_release_b_that_fails_rolls_back_to_release_a_with_its_data(deploy: Depl
     assert summary["mode"] == "rollback-to" and summary["release"] == "A"
     assert [(s["name"], s["outcome"]) for s in summary["stages"]] == [("preflight", "passed"), ("restore", "passed")]
     assert summary["checks"]["passed"] > 0 and summary["checks"]["failed"] == 0
-    assert requests.get(f"http://127.0.0.1:{api}/version", timeout=10).json()["release"] == "A"
+    assert requests.get(f"{deploy.api}/version", timeout=10).json()["release"] == "A"
     assert json.loads((deploy.state_dir / "ledger.json").read_text())["current"] == "A"
 
 

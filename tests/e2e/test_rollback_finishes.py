@@ -144,7 +144,7 @@ def assert_previous_serves_with_its_rows(
     rollback = summary["rollback"]
     assert rollback["performed"] is True and rollback["outcome"] == "passed", (rollback, output[-5000:])
     assert rollback["database_restored"] is True and rollback["restored_release"] == previous
-    assert requests.get(f"http://127.0.0.1:{deploy.ports[1]}/version", timeout=10).json()["release"] == previous
+    assert requests.get(f"{deploy.api}/version", timeout=10).json()["release"] == previous
     assert requests.get(f"http://127.0.0.1:{deploy.ports[2]}/ready", timeout=10).status_code == 200
     rows_after = row_ids(deploy)
     assert rows_after == rows_before, "the database must be exactly as before B"
@@ -256,7 +256,7 @@ def test_a_run_killed_during_the_restore_is_repaired_by_the_next_run(case: Case)
     assert not (case.deploy.state_dir / backup.JOURNAL).exists()
     assert row_ids(case.deploy) == rows_before and count_rows(case.deploy) == counted_before
     assert coordinator_sql(case.deploy, "SELECT to_regclass('release_b_audit') IS NULL") == "t"
-    assert requests.get(f"http://127.0.0.1:{case.deploy.ports[1]}/version", timeout=10).json()["release"] == previous
+    assert requests.get(f"{case.deploy.api}/version", timeout=10).json()["release"] == previous
     listed = case.deploy.run("--list-backups")
     assert listed.returncode == 0, listed.stdout[-5000:]
     names = [b["name"] for b in case.deploy.summary()["backups"]]

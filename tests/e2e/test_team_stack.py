@@ -74,11 +74,13 @@ class TeamRepo:
         return head.stdout.strip()
 
     def deploy(self) -> subprocess.CompletedProcess[str]:
-        """What a person types in the team's repository."""
+        """What a person types in the team's repository. Not with this suite's PYTHONPATH: the team's pytest would
+        import this checkout's deploycheck and load its conftest.py, and stop at collection (exit 4)."""
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         return subprocess.run(
             [str(self.pytest), f"--deploy={self.environment}", "-p", "no:cacheprovider"],
             cwd=self.folder,
-            env={**os.environ, "PARCELS_DB_PASSWORD": DB_PASSWORD, "PARCELS_API_KEY": API_KEY},
+            env={**env, "PARCELS_DB_PASSWORD": DB_PASSWORD, "PARCELS_API_KEY": API_KEY},
             capture_output=True,
             text=True,
             timeout=900,
@@ -191,6 +193,11 @@ def test_a_teams_stack_deploys_and_its_broken_release_is_rolled_back(team_repo: 
     assert all(s["outcome"] == "passed" for s in summary["stages"]), "only the team's check saw the slip"
     assert summary["rollback"]["outcome"] == "passed"
     assert summary["rollback"]["restored_release"] == good
+    # The team's services publish fixed host ports: replaced in place, and the run says why and what to change.
+    for service, port in (("tracker", 9000), ("pricing", 9100)):
+        why = summary["swaps"][service]
+        assert why.startswith("in place: it publishes host port ") and f'"127.0.0.1::{port}"' in why, why
+        assert f"[deploycheck] {service} is replaced in place, so the proxy cannot serve it meanwhile" in second.stdout
 
     # The previous release runs again: its images, by id, and its own answer; the customer's parcel is there.
     assert team_repo.running_image_ids() == good_images

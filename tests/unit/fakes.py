@@ -87,6 +87,12 @@ class FakeContainer:
         self.attrs["State"] = {"Status": "exited", "ExitCode": 0}
 
 
+def _labelled(container: FakeContainer, labels: list[str]) -> bool:
+    return all(
+        "=" in label and container.labels.get(label.split("=", 1)[0]) == label.split("=", 1)[1] for label in labels
+    )
+
+
 class FakeContainers:
     def __init__(self) -> None:
         self.running: list[FakeContainer] = []
@@ -94,8 +100,9 @@ class FakeContainers:
     def list(
         self, all: bool = False, filters: dict[str, Any] | None = None, ignore_removed: bool = False
     ) -> list[FakeContainer]:
-        label = (filters or {}).get("label", "")
-        return [c for c in self.running if not label or f"{PROJECT_LABEL}={c.labels[PROJECT_LABEL]}" == label]
+        wanted = (filters or {}).get("label", [])
+        labels = [wanted] if isinstance(wanted, str) else list(wanted)  # the engine's "label" filter: all must match
+        return [c for c in self.running if _labelled(c, labels)]
 
     def get(self, container_id: str) -> FakeContainer:
         for container in self.running:
@@ -167,7 +174,7 @@ class FakeRunner(Runner):
         self.log = log
 
     def _answer(self, command: Command, stdout: str = "", code: int = 0, check: bool = True) -> Result:
-        result = Result(command, code, self._masked(command, stdout), "fake: failed on purpose" if code else "")
+        result = Result(command, code, self._masked(command, stdout), "fake: failed on purpose" if code else "", stdout)
         return self._check(result, check)
 
     def run(self, command: Command, *, check: bool = True, cwd: Path | None = None, input: str | None = None) -> Result:

@@ -119,7 +119,9 @@ def test_a_tenant_is_named_after_the_longest_template_that_starts_it() -> None:
     assert tenants.port_range("47799-47700") is None and tenants.port_range("0-10") is None
 
 
-def test_a_tenant_gets_its_own_project_state_secrets_and_ports(tmp_path: Path) -> None:
+def test_a_tenant_gets_its_own_project_state_secrets_and_ports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every port free: an outgoing connection of another process may hold one of these for a moment here.
+    monkeypatch.setattr(tenants, "port_is_free_here", lambda port: True)
     path = make_project(tmp_path, TEMPLATE)
     tenant = load(path, "store-42", tenant_ports="allocate")
     assert (tenant.name, tenant.template, tenant.tenant) == ("store-42", "store", "42")
@@ -529,3 +531,35 @@ def test_the_life_modes_usage_errors_are_one_sentence(suite: pytest.Pytester, ar
     result.stderr.fnmatch_lines([message])
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
     assert not (suite.path / "reports").exists() and not (suite.path / ".deploycheck" / "store").exists()
+
+
+class StartingContainer:
+    """Running, and "starting" by the engine's clock; its own healthcheck passes or not when run now."""
+
+    def __init__(self, passes: bool) -> None:
+        self.passes = passes
+        self.attrs = {
+            "State": {"Status": "running", "Health": {"Status": "starting", "Log": []}, "ExitCode": 0},
+            "Config": {"Healthcheck": {"Test": ["CMD", "pg_isready"]}},
+            "RestartCount": 0,
+            "Image": "sha256:node",
+        }
+
+    def exec_run(self, command: list[str], **_: object) -> tuple[int, tuple[bytes, bytes]]:
+        assert command == ["pg_isready"]
+        return (0 if self.passes else 2), (b"", b"")
+
+
+@pytest.mark.parametrize(("passes", "status"), [(True, "running"), (False, "error")])
+def test_a_tenant_the_engine_still_calls_starting_is_judged_by_its_own_healthcheck(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, passes: bool, status: str
+) -> None:
+    # A deploy that went green before the engine's first health tick (one interval after the start) is running.
+    from deploycheck.release import inventory
+
+    template = load(make_project(tmp_path, TEMPLATE), "store", with_secrets=False)
+    nodes = {"coordinator": StartingContainer(True), "api": StartingContainer(passes)}
+    monkeypatch.setattr(inventory, "project_containers", lambda client, project: nodes)
+    listed = inventory.tenant_status(object(), template, "a", {})
+    assert listed.status == status
+    assert ("api: status running, health starting" in listed.detail) is (not passes)

@@ -335,3 +335,16 @@ def test_history_keeps_the_last_runs_with_an_index(suite: pytest.Pytester, monke
     assert index.count("<tr><td><a href=") == 2 and 'id="deploycheck-durations"' in index
     table = index.split('id="deploycheck-runs"', 1)[1]
     assert table.index(runs[1]) < table.index(runs[0]), "newest run first"
+
+
+def test_a_run_pytest_cannot_run_is_never_a_pass(suite: pytest.Pytester) -> None:
+    """A team's check folder whose conftest breaks pytest itself (an internal error: no check runs)."""
+    folder = suite.mkpydir("team_checks")
+    (folder / "conftest.py").write_text(
+        "def pytest_collection_modifyitems(items):\n    raise RuntimeError('a broken team conftest')\n"
+    )
+    (folder / "test_team.py").write_text("def test_team():\n    pass\n")
+    result = suite.runpytest_subprocess("--deploy=local", "--verify-only", "-p", "no:cacheprovider", "team_checks")
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR, result.stdout.str()
+    recorded = summary(suite)
+    assert (recorded["outcome"], recorded["pytest_error"]) == ("failed", "pytest ended with exit code 3")

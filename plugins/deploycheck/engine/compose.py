@@ -41,8 +41,8 @@ class ServiceModel:
 
 @dataclass(frozen=True)
 class ComposeModel:
-    """The stack's services as ``docker compose config`` resolves them (variables interpolated; secrets masked
-    by the runner, never kept)."""
+    """The stack's services as ``docker compose config`` resolves them (variables interpolated): names, images,
+    build folders and ports, never an environment value (where the secrets are)."""
 
     services: Mapping[str, ServiceModel]
 
@@ -131,13 +131,13 @@ class Compose:
 
     def model(self) -> ComposeModel:
         """The services as Compose resolves them; invalid files raise ``CommandFailed`` with Compose's words."""
-        return ComposeModel.of(json.loads(self.run("config", "--format", "json", timeout=60).stdout))
+        return ComposeModel.of(self.run("config", "--format", "json", timeout=60).data())
 
     def snapshot(self, directory: Path, images: Mapping[str, str]) -> Path:
         """This configuration as one Compose file for a release: variables (and so secrets) left as ``${...}``,
         every service's image pinned to ``images`` and its build section dropped, so that the release runs
         exactly these images whenever it is brought back. Named by its content."""
-        data = json.loads(self.run("config", "--no-interpolate", "--format", "json", timeout=60).stdout)
+        data = self.run("config", "--no-interpolate", "--format", "json", timeout=60).data()
         for name, service in (data.get("services") or {}).items():
             if name in images:
                 service["image"] = images[name]

@@ -18,6 +18,7 @@ from docker.utils.build import exclude_paths
 
 from deploycheck.engine import citus
 from deploycheck.engine.commands import CommandFailed, Runner
+from deploycheck.engine.target import docker_client
 from deploycheck.request.secrets import Secret
 
 ROOT = Path(__file__).resolve().parents[3]  # the suite repository (its environments.toml, set-up's default)
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"setup: the compose files of environment '{environment.name}' are not valid ({error}).", file=sys.stderr)
         return 4
     try:
-        client = docker.DockerClient(base_url=environment.docker_host) if environment.docker_host else docker.from_env()
+        client = docker_client(environment.docker_host)
         remembered = citus.Remembered(environment.images_state_file)
         if args.retry_pull:
             remembered.forget(str(client.info().get("ID", "local")))

@@ -66,6 +66,8 @@ class State(Protocol):
 
     def push(self, backup: Path | None = None) -> None: ...
 
+    def fetch_backup(self, name: str) -> bool: ...
+
     def end(self) -> None: ...
 
 
@@ -77,6 +79,9 @@ class LocalState:
 
     def push(self, backup: Path | None = None) -> None:
         pass
+
+    def fetch_backup(self, name: str) -> bool:
+        return False  # the backups are in the state folder already
 
     def end(self) -> None:
         pass
@@ -126,6 +131,17 @@ class Target(Protocol):
     def close(self) -> None: ...
 
 
+def docker_client(base_url: str = "") -> DockerClient:
+    """A Docker API client of ``base_url`` ("" = DOCKER_HOST or the default socket) that reads no proxy settings
+    from the environment on each request: the engine is reached on its socket or through deploycheck's own SSH
+    connection, and a client working on a background thread would iterate ``os.environ`` (requests' proxy
+    lookup) while pytest's main thread sets and removes PYTEST_CURRENT_TEST: ``KeyError: 'PYTEST_CURRENT_TEST'``
+    failed a check over SSH."""
+    client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
+    client.api.trust_env = False
+    return client
+
+
 class LocalTarget:
     """The engine that ``docker_host`` names ("" = DOCKER_HOST or the default socket), ports on 127.0.0.1."""
 
@@ -152,7 +168,7 @@ class LocalTarget:
     def new_docker_client(self) -> DockerClient:
         host = self.environment.docker_host
         try:
-            return docker.DockerClient(base_url=host) if host else docker.from_env()
+            return docker_client(host)
         except docker.errors.DockerException as error:
             raise EngineUnreachable(
                 f"the Docker engine does not answer ({error}): start it (scripts/setup.sh does) and run again"

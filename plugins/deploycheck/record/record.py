@@ -131,6 +131,8 @@ class RunRecord:
     life: LifeRecord = field(default_factory=LifeRecord)  # the diagnosis, and the stack's life by hand
     backup_writes_blocked_seconds: float = 0.0  # how long the backup held writes waiting (a lock), if it did
     write_fence: WriteFenceRecord = field(default_factory=WriteFenceRecord)
+    swaps: dict[str, str] = field(default_factory=dict)  # routed service -> how it was replaced (release.swap)
+    pytest_error: str = ""  # pytest itself could not run the checks (a usage or internal error): never a pass
 
     @property
     def is_citus(self) -> bool:
@@ -181,6 +183,7 @@ class RunRecord:
     def failed(self) -> bool:
         return (
             self.interrupted
+            or bool(self.pytest_error)
             or self.failed_stage is not None
             or any(c.outcome == "failed" for c in self.checks)
             or self.life.failed
@@ -212,8 +215,10 @@ class RunRecord:
                 "writes_blocked_seconds": round(self.backup_writes_blocked_seconds, 3),
             },
             "write_fence": self.write_fence.summary(),
+            "swaps": self.swaps,
             "outcome": self.outcome,
             "interrupted": self.interrupted,
+            "pytest_error": self.pytest_error,
             "started_at": self.started_at,
             "seconds": round((self.finished_at or time.time()) - self.started_at, 3),
             "stages": [

@@ -19,17 +19,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 import docker
+import psycopg
 import requests
 
+from deploycheck.engine import routes
 from deploycheck.engine.commands import CommandFailed
 from deploycheck.engine.compose import Compose, compose_for
 from deploycheck.engine.containers import WaitFailed, project_containers, wait_healthy, wait_http_ok
+from deploycheck.engine.polling import poll
 from deploycheck.engine.target import EngineUnreachable, Target
 from deploycheck.record.record import Mode, RollbackRecord
-from deploycheck.release import backup
+from deploycheck.release import backup, swap
 from deploycheck.release.backup import Backup
 from deploycheck.release.ledger import Ledger, Release
-from deploycheck.stack import NotReachable, Stack, reload_proxy
+from deploycheck.stack import NotReachable, Stack, database_connection
 
 Action = Literal["none", "remove", "restore", "keep", "leave"]
 
@@ -45,6 +48,7 @@ class Facts:
     migrations_applied: tuple[str, ...] = ()
     compose: Compose | None = None  # the failed release's Compose model, to remove a first deploy
     removes_volumes: bool = False  # rollback.purge_volumes of the environment
+    swaps: tuple[swap.Swap, ...] = ()  # services whose new containers run beside the old ones (release.swap)
 
 
 @dataclass(frozen=True)
@@ -143,13 +147,19 @@ def verify_serving(release: Release, target: Target, actions: list[str]) -> None
         raise RollbackFailed(f"release {release.id}'s images are not what runs: {'; '.join(wrong)}")
     stack = Stack.attach(target, release.id)
     contract = environment.stack
+    # Ready directly first; only then does the proxy route to them (its maintenance answer, during a restore of
+    # the database, ends here), and every routed one is ready through it.
     for service in contract.http:
-        ways = {"direct": service.service}
+        url = f"{stack.url(service.service)}{service.ready.path}"
+        wait_http_ok(url, deadline, containers[service.service], service.service, secrets, status=service.ready.status)
+    problem = routes.follow(target)
+    if problem is not None:
+        raise RollbackFailed(f"the proxy could not take release {release.id}'s services: {problem}")
+    for service in contract.http:
         if contract.proxy is not None and service.service in contract.proxy.routes:
-            ways["proxy"] = contract.proxy.service
-        for via, through in ways.items():
-            url = f"{stack.url(service.service, via)}{service.ready.path}"
-            wait_http_ok(url, deadline, containers[through], through, secrets, status=service.ready.status)
+            proxy = contract.proxy.service
+            url = f"{stack.url(service.service, 'proxy')}{service.ready.path}"
+            wait_http_ok(url, deadline, containers[proxy], proxy, secrets, status=service.ready.status)
         if service.release is not None:
             answer = requests.get(f"{stack.url(service.service)}{service.release.path}", timeout=10).json()
             if answer.get(service.release.field) != release.id:
@@ -164,13 +174,42 @@ def verify_serving(release: Release, target: Target, actions: list[str]) -> None
     )
 
 
+def wait_cluster_reachable(target: Target) -> None:
+    """After a restore of the database: the Citus coordinator connects to every active worker (a node healthy by
+    its pg_isready may still refuse a distributed query's connection), so that the proxy's maintenance answer ends
+    only once the application's queries can reach every shard. Not applicable to PostgreSQL."""
+    environment = target.environment
+    if not environment.stack.database.is_citus:
+        return
+    last = ["no answer yet"]
+
+    def reachable() -> bool | None:
+        try:
+            with database_connection(target) as conn:
+                row = conn.execute(
+                    "SELECT bool_and(citus_check_connection_to_node(nodename, nodeport)) FROM pg_dist_node "
+                    "WHERE isactive AND groupid <> 0"
+                ).fetchone()
+        except (psycopg.Error, NotReachable) as error:
+            last[0] = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            return None
+        if row is not None and row[0] is not False:  # NULL: no worker at all
+            return True
+        last[0] = "the coordinator cannot connect to every worker"
+        return None
+
+    poll(
+        reachable,
+        seconds=environment.timeouts.stage,
+        every=0.2,
+        timed_out=lambda: RollbackFailed(f"after the restore, {last[0]}"),
+    )
+
+
 def restore_release(previous: Release, target: Target, actions: list[str]) -> None:
     """A release's images and configuration for the whole stack, then verified; what was done goes to ``actions``."""
     compose_of(previous, target).up(list(previous.image_ids), timeout=target.environment.timeouts.stage)
     actions.append(f"brought release {previous.id} back: its images and its configuration {previous.configuration}")
-    problem = reload_proxy(target)
-    if problem is not None:
-        raise RollbackFailed(f"the proxy could not take release {previous.id}'s services anew: {problem}")
     verify_serving(previous, target, actions)
 
 
@@ -179,19 +218,23 @@ def _restore(facts: Facts, target: Target, rollback: RollbackRecord) -> None:
     assert facts.previous_release is not None
     # Read once: for the database and the containers.
     previous = good_release(facts.previous_release, Ledger(target.environment.ledger_file))
+    swap.undo(target, facts.swaps, rollback.actions)  # the old containers serve again before anything else
     if facts.migrations_applied:
         if facts.backup is None:
             raise RollbackFailed("the failed release changed the database, and no backup was taken before it")
         why = f"the rollback of a deploy that applied {', '.join(facts.migrations_applied)}"
+        meanwhile = routes.maintenance(target)
         seconds = backup.restore(
             target, compose_of(previous, target), facts.backup.folder, release=previous.id, why=why
         )
+        wait_cluster_reachable(target)
         rollback.database_restored = True
         rollback.database_restore_seconds = seconds
         rollback.actions.append(
             f"restored the database of every node from {facts.backup.folder} "
             f"({facts.backup.bytes / 2**20:.1f} MiB) in {seconds:.1f} s: migrations "
             f"{', '.join(facts.migrations_applied)} of the failed release are undone"
+            + (f"; {meanwhile}" if meanwhile else "")
         )
     restore_release(previous, target, rollback.actions)
     rollback.restored_release = previous.id
@@ -222,6 +265,7 @@ def perform(decision: Decision, facts: Facts, target: Target, rollback: Rollback
         EngineUnreachable,
         NotReachable,
         backup.BackupFailed,
+        routes.RoutesFailed,
     ) as error:
         rollback.outcome = "failed"
         rollback.actions.append(

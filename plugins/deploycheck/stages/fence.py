@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import psycopg
 
-from deploycheck.engine.containers import project_containers
+from deploycheck.engine.containers import service_container
 from deploycheck.engine.polling import poll
 from deploycheck.engine.target import Target
 from deploycheck.release import fence
@@ -26,7 +26,7 @@ LIFT_SECONDS = 30.0
 
 def database_runs(target: Target) -> bool:
     environment = target.environment
-    container = project_containers(target.docker, environment.compose_project).get(environment.database.service)
+    container = service_container(target.docker, environment.compose_project, environment.database.service)
     return container is not None and container.status == "running"
 
 

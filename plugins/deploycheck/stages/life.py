@@ -19,15 +19,22 @@ from typing import Any
 import docker.errors
 import psycopg
 
+from deploycheck.engine import routes
 from deploycheck.engine.commands import CommandFailed
 from deploycheck.engine.compose import Compose, compose_for
-from deploycheck.engine.containers import PROJECT_LABEL, WaitFailed, project_containers
+from deploycheck.engine.containers import PROJECT_LABEL, WaitFailed, project_containers, service_container
 from deploycheck.engine.target import Target
 from deploycheck.release import backup
 from deploycheck.release.inventory import BackupFound
 from deploycheck.release.ledger import Ledger
 from deploycheck.release.migrations import MigrationError, pending
-from deploycheck.release.rollback import RollbackFailed, compose_of, good_release, verify_serving
+from deploycheck.release.rollback import (
+    RollbackFailed,
+    compose_of,
+    good_release,
+    verify_serving,
+    wait_cluster_reachable,
+)
 from deploycheck.stack import NotReachable, database_connection
 from deploycheck.stages import StageFailed
 
@@ -36,7 +43,7 @@ def database_running(target: Target, why: str) -> None:
     """The database's service runs, or the stage fails saying ``why`` it must."""
     environment = target.environment
     service = environment.stack.database.service
-    container = project_containers(target.docker, environment.compose_project).get(service)
+    container = service_container(target.docker, environment.compose_project, service)
     if container is None or container.status != "running":
         state = "has no container" if container is None else f"is {container.status}"
         raise StageFailed(f"the database ({service}) of project {environment.compose_project} {state}, so {why}")
@@ -85,7 +92,10 @@ def put_back(target: Target, release: str, compose: Compose, folder: Path) -> fl
     """Every database node put back to the backup in ``folder``, onto ``release``; the seconds it took. The one
     function a restore of a named backup goes through (where the write fence of a rollback's restore wraps it
     too)."""
-    return backup.restore(target, compose, folder, release=release, why=f"--restore-backup={folder.name}")
+    routes.maintenance(target)  # ended once the release is verified (verify_serving)
+    seconds = backup.restore(target, compose, folder, release=release, why=f"--restore-backup={folder.name}")
+    wait_cluster_reachable(target)
+    return seconds
 
 
 def restore_backup(target: Target, release_id: str, found: BackupFound, actions: list[str]) -> dict[str, Any]:

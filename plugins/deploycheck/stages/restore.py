@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import docker.errors
 
+from deploycheck.engine import routes
 from deploycheck.engine.commands import CommandFailed
 from deploycheck.engine.containers import WaitFailed, project_containers
-from deploycheck.engine.target import Target
+from deploycheck.engine.ssh import SSHError
+from deploycheck.engine.target import EngineUnreachable, Target
 from deploycheck.release import backup
 from deploycheck.release.fence import FenceFailed
 from deploycheck.release.ledger import Ledger
-from deploycheck.release.rollback import RollbackFailed, compose_of, good_release, restore_release
+from deploycheck.release.rollback import (
+    RollbackFailed,
+    compose_of,
+    good_release,
+    restore_release,
+    wait_cluster_reachable,
+)
 from deploycheck.release.running import running_release
 from deploycheck.stack import NotReachable
 from deploycheck.stages import StageFailed
@@ -30,7 +38,7 @@ def restore(target: Target, release: str, actions: list[str]) -> None:
 def interrupted_restore(target: Target) -> backup.Journal | None:
     """The restore of the database a killed run left under way, if any (its journal)."""
     try:
-        return backup.read_journal(target.environment.state_dir / backup.JOURNAL)
+        return backup.read_journal(target.environment.restore_journal_file)
     except backup.JournalDamaged as error:
         raise StageFailed(str(error)) from None
 
@@ -46,7 +54,7 @@ def journal_left(target: Target) -> backup.Journal | None:
 def needs_repair(target: Target, ledger: Ledger) -> bool:
     """Whether a killed run left anything: a restore under way or its helpers, a release "in progress"."""
     try:
-        if backup.read_journal(target.environment.state_dir / backup.JOURNAL) is not None:
+        if backup.read_journal(target.environment.restore_journal_file) is not None:
             return True
     except backup.JournalDamaged:
         return True  # said by the repair, which cannot go on
@@ -65,6 +73,14 @@ def finish_restore(target: Target, actions: list[str]) -> None:
         return
     actions.append(f"an earlier run was killed during {journal.describe()}")
     folder = environment.backups_dir / journal.backup
+    if not (folder / backup.MANIFEST).is_file():  # another machine's run took it: the server keeps it
+        try:
+            if target.state.fetch_backup(journal.backup):
+                actions.append(f"copied backup {journal.backup} from {target.where}")
+        except (CommandFailed, SSHError, EngineUnreachable) as error:
+            raise StageFailed(
+                f"{journal.describe()} was cut short and its backup could not be copied: {error}"
+            ) from None
     if not (folder / backup.MANIFEST).is_file():
         raise StageFailed(
             f"{journal.describe()} was cut short and backup {journal.backup} is no longer in {environment.backups_dir}:"
@@ -72,7 +88,9 @@ def finish_restore(target: Target, actions: list[str]) -> None:
         )
     try:
         release = good_release(journal.release, Ledger(environment.ledger_file))
+        routes.maintenance(target)
         seconds = backup.restore(target, compose_of(release, target), folder, release=release.id, why=journal.why)
+        wait_cluster_reachable(target)  # maintenance ends only once a distributed query reaches every worker
     except (
         backup.BackupFailed,
         RollbackFailed,
@@ -84,6 +102,9 @@ def finish_restore(target: Target, actions: list[str]) -> None:
         words = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise StageFailed(f"{journal.describe()} was cut short and could not be done again: {words}") from None
     actions.append(f"restored every database node from backup {journal.backup} again, in {seconds:.1f} s")
+    problem = routes.follow(target)  # the proxy's maintenance answer ends, its routes name what runs
+    if problem is not None:
+        raise StageFailed(f"the proxy could not take the stack's services after the restore: {problem}")
 
 
 def repair(target: Target, ledger: Ledger, actions: list[str]) -> None:

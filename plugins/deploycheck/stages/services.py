@@ -10,14 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from deploycheck.engine import commands
+from deploycheck.engine import commands, routes
+from deploycheck.engine.commands import CommandFailed
 from deploycheck.engine.compose import Compose, ComposeModel
-from deploycheck.engine.containers import POLL_SECONDS, State, WaitFailed, evidence, logs_tail, project_containers
+from deploycheck.engine.containers import (
+    POLL_SECONDS,
+    State,
+    WaitFailed,
+    evidence,
+    logs_tail,
+    project_containers,
+    service_container,
+)
 from deploycheck.engine.containers import wait_http_ok as _wait_http_ok
 from deploycheck.engine.polling import poll
 from deploycheck.engine.target import Target
+from deploycheck.release import swap
 from deploycheck.request.environment import Request
-from deploycheck.stack import NotReachable, Stack, reload_proxy
+from deploycheck.stack import NotReachable, Stack
 from deploycheck.stages import StageFailed, StageNotApplicable
 from deploycheck.stages.common import up, wait
 
@@ -61,11 +71,24 @@ def _stack(target: Target) -> Stack:
     return Stack.attach(target, "")
 
 
-def start_services(target: Target, compose: Compose, services: Sequence[str], started_early: bool) -> None:
+def start_services(
+    target: Target, compose: Compose, services: Sequence[str], started_early: bool, swaps: Sequence[swap.Swap] = ()
+) -> tuple[swap.Swap, ...]:
+    """Every application service started and healthy, each HTTP service ready on the migrated database; the
+    ``swaps`` (their routes already pinned to the old containers) start beside the old ones. The swaps as started."""
     if not services:
         raise StageNotApplicable("the stack has no service besides its database and its proxy")
-    if not started_early:
-        up(target, compose, services)
+    swapped = {s.service for s in swaps}
+    if not started_early and [s for s in services if s not in swapped]:
+        up(target, compose, [s for s in services if s not in swapped])
+    started: tuple[swap.Swap, ...] = ()
+    if swaps:
+        try:
+            started = swap.start_beside(target, compose, swaps)
+        except CommandFailed as error:
+            raise StageFailed(
+                f"docker compose could not start {', '.join(swapped)} beside the old", str(error)
+            ) from None
     wait(target, services)
     stack = _stack(target)
     for http in target.environment.stack.http:
@@ -73,8 +96,9 @@ def start_services(target: Target, compose: Compose, services: Sequence[str], st
             url = stack.url(http.service)
         except NotReachable as error:
             raise StageFailed(str(error)) from None
-        # Healthy, and ready on the migrated database.
+        # Healthy, and ready on the migrated database (a swapped service: its new container, which serves nothing yet).
         wait_answers(target, url, http.ready, http.service, http.service)
+    return started
 
 
 def _complaint(output: str) -> str:
@@ -90,7 +114,7 @@ def start_proxy(target: Target, compose: Compose, started_early: bool) -> None:
         raise StageNotApplicable("the stack has no proxy (stack.proxy)")
     if not started_early:
         up(target, compose, [proxy.service])
-    container = project_containers(target.docker, environment.compose_project).get(proxy.service)
+    container = service_container(target.docker, environment.compose_project, proxy.service)
     if container is None:
         raise StageFailed(f"no container for service {proxy.service} in project {environment.compose_project}")
 
@@ -123,7 +147,8 @@ def start_proxy(target: Target, compose: Compose, started_early: bool) -> None:
 
     poll(configuration_passes, seconds=environment.timeouts.stage, every=POLL_SECONDS, timed_out=not_running)
     wait(target, [proxy.service])
-    problem = reload_proxy(target)
+    # The proxy takes the live containers: a swapped service's new one from here on.
+    problem = routes.follow(target)
     if problem is not None:
         raise StageFailed(problem, evidence(container, environment.all_secrets))
     stack = _stack(target)
