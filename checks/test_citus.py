@@ -13,17 +13,41 @@ from deploycheck.stack import Stack
 pytestmark = [pytest.mark.evidence("database", "workers"), pytest.mark.usefixtures("citus_only")]
 
 
-@pytest.mark.parametrize(
-    "query", ["SELECT citus_version()", "SELECT extversion FROM pg_extension WHERE extname = 'citus'"]
-)
+# What every node is asked, in one `run_command_on_all_nodes` for all the checks below (each call opens a new TLS
+# and SCRAM connection to every node: three calls cost three times the connections): its citus_version(), the
+# citus extension's version, and so that it runs commands at all.
+NODE_QUESTIONS = {
+    "SELECT citus_version()": "citus_version()",
+    "SELECT extversion FROM pg_extension WHERE extname = 'citus'": "(SELECT extversion FROM pg_extension WHERE extname = 'citus')",
+}
+SEPARATOR = "\x1f"
+
+
+@pytest.fixture(scope="session")
+def node_answers(coordinator: psycopg.Connection[tuple[object, ...]]) -> dict[str, tuple[bool, list[str] | str]]:
+    """Each node's answers to NODE_QUESTIONS, by node name: (True, [answers]) or (False, why it did not answer)."""
+    command = "SELECT " + " || chr(31) || ".join(NODE_QUESTIONS.values())
+    rows = coordinator.execute(
+        "SELECT n.nodename, r.success, r.result FROM run_command_on_all_nodes(%s) r JOIN pg_dist_node n USING (nodeid)",
+        (command,),
+    ).fetchall()
+    return {
+        str(name): (True, str(result).split(SEPARATOR)) if success else (False, str(result))
+        for name, success, result in rows
+    }
+
+
+@pytest.mark.parametrize("query", list(NODE_QUESTIONS))
 def test_every_node_runs_the_same_citus_version(
-    coordinator: psycopg.Connection[tuple[object, ...]], stack: Stack, query: str
+    node_answers: dict[str, tuple[bool, list[str] | str]], stack: Stack, query: str
 ) -> None:
-    rows = coordinator.execute("SELECT nodeid, success, result FROM run_command_on_all_nodes(%s)", (query,)).fetchall()
-    failed = [f"node {nodeid}: {result}" for nodeid, success, result in rows if not success]
+    failed = [f"node {name}: {answer}" for name, (success, answer) in node_answers.items() if not success]
     assert not failed, f"{query} failed on {', '.join(failed)}"
-    versions = {str(result) for _, _, result in rows}
-    assert len(rows) == len(stack.environment.node_services), f"{len(rows)} nodes answered: {rows}"
+    position = list(NODE_QUESTIONS).index(query)
+    versions = {answer[position] for _, answer in node_answers.values()}
+    assert len(node_answers) == len(stack.environment.node_services), (
+        f"{len(node_answers)} nodes answered: {node_answers}"
+    )
     assert len(versions) == 1, f"nodes differ: {sorted(versions)}"
 
 
@@ -36,7 +60,7 @@ def test_active_workers_equal_the_expected_count(
 
 
 def test_cluster_node_health_is_all_true(
-    background_cluster_health: Future[list[tuple[object, ...]]] | None, stack: Stack
+    background_cluster_health: Future[list[tuple[str, str, bool | None]]] | None, stack: Stack
 ) -> None:
     assert background_cluster_health is not None
     rows = background_cluster_health.result()
@@ -44,20 +68,6 @@ def test_cluster_node_health_is_all_true(
     assert len(rows) == nodes * nodes, f"expected a {nodes} x {nodes} matrix, got {len(rows)} rows"
     bad = [f"{a}->{b}: {r}" for a, b, r in rows if r is not True]
     assert not bad, f"unhealthy connections: {', '.join(bad)}"
-
-
-@pytest.fixture(scope="session")
-def commands_on_workers(coordinator: psycopg.Connection[tuple[object, ...]]) -> dict[str, list[tuple[object, ...]]]:
-    """One `run_command_on_workers` for every worker at once (it reaches all of them anyway), by worker name.
-
-    Asking it once per worker ran the command on every worker N times: N x N round trips for N workers.
-    """
-    by_worker: dict[str, list[tuple[object, ...]]] = {}
-    for nodename, success, result in coordinator.execute(
-        "SELECT nodename, success, result FROM run_command_on_workers('SELECT 1')"
-    ):
-        by_worker.setdefault(str(nodename), []).append((success, result))
-    return by_worker
 
 
 @pytest.fixture(scope="session")
@@ -74,9 +84,11 @@ def dist_nodes(
     return by_node
 
 
-def test_worker_runs_commands(commands_on_workers: dict[str, list[tuple[object, ...]]], worker: str) -> None:
-    rows = commands_on_workers.get(worker, [])
-    assert rows == [(True, "1")], f"run_command_on_workers on {worker}: {rows}"
+def test_worker_runs_commands(node_answers: dict[str, tuple[bool, list[str] | str]], worker: str) -> None:
+    """The coordinator's command reached the worker and was answered (``node_answers``: run_command_on_all_nodes)."""
+    assert worker in node_answers, f"run_command_on_all_nodes did not reach {worker}: {sorted(node_answers)}"
+    success, answer = node_answers[worker]
+    assert success and len(answer) == len(NODE_QUESTIONS), f"run_command_on_all_nodes on {worker}: {answer}"
 
 
 def test_worker_is_registered_active_primary(dist_nodes: dict[str, list[tuple[object, ...]]], worker: str) -> None:

@@ -40,6 +40,7 @@ from deploycheck.engine import containers
 if TYPE_CHECKING:
     from deploycheck.engine.compose import Compose
     from deploycheck.request.environment import Environment
+    from scripts.load import WindowStats
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "reports" / "benchmark"
@@ -50,10 +51,13 @@ PASSWORD_VARIABLE = "DCBENCH_DB_PASSWORD"
 TOKEN_VARIABLE = "DCBENCH_API_TOKEN"
 RELEASE_IMAGE = "deploycheck/api-bench"
 BROKEN_READY_IMAGE = "deploycheck/api:bench-broken-ready"
-SCENARIOS = ("green", "redeploy", "smoke", "failfast", "rollback", "restore", "scale")
+DOWNTIME_TAG_PREFIX = "downtime-"
+DOWNTIME_RELEASES = "downtime-releases.yaml"
+SCENARIOS = ("green", "redeploy", "smoke", "failfast", "rollback", "restore", "scale", "downtime")
 SCALE_WORKERS = (2, 4, 8)
 SCALE_TARGET = 1.5  # the checks but the all-pairs matrix at the most workers, at most this many times at the fewest
 MATRIX_FLOOR_TARGET = 1.2  # the all-pairs matrix, at most this many times its CPU floor (pairs x CPU per pair / cores)
+COUNT_UNITS = ("requests", "writes")  # figures that count things: shown without decimals when whole
 QUIET_POLL_SECONDS = 30
 QUIET_MAX_SECONDS = 20 * 60
 
@@ -81,7 +85,8 @@ class Stats:
 
 @dataclass(frozen=True)
 class Target:
-    """A limit a figure's median (or, for peaks, its maximum) must stay within."""
+    """A limit a figure's median (or, for peaks, its maximum) must stay within. A limit of 0 on the maximum
+    says "none, in any run" (failed requests, lost writes)."""
 
     limit: float
     on: str = "median"  # "median" or "maximum"
@@ -130,6 +135,8 @@ def ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[f
 
 
 def _number(value: float, unit: str) -> str:
+    if unit in COUNT_UNITS:
+        return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
     if unit == "ratio":
         return f"{value:.2f}"
     if unit == "MB":
@@ -382,7 +389,9 @@ class DieWatcher:
 
 
 def tag_releases(runner: Runner, workdir: Path) -> str:
-    """Release images as ``deploycheck/api-bench:RELEASE``: A is the real API, B one whose /ready always fails."""
+    """Release images as ``deploycheck/api-bench:RELEASE``: A is the real API, B one whose /ready always fails.
+    The downtime scenario's releases are ``deploycheck/api-bench:downtime-RELEASE``: A and B the real API (B
+    recreates the API all the same: its RELEASE differs), C and D the broken one."""
     api = ROOT / "stack" / "api"
     runner.client.images.build(path=str(api), tag=f"{RELEASE_IMAGE}:A", rm=True)
     context = workdir / "api-broken-ready"
@@ -407,8 +416,15 @@ def tag_releases(runner: Runner, workdir: Path) -> str:
     )
     runner.client.images.build(path=str(context), tag=BROKEN_READY_IMAGE, rm=True)
     runner.client.images.get(BROKEN_READY_IMAGE).tag(RELEASE_IMAGE, tag="B")
+    real, broken = f"{RELEASE_IMAGE}:A", BROKEN_READY_IMAGE
+    for release, image in (("A", real), ("B", real), ("C", broken), ("D", broken)):
+        runner.client.images.get(image).tag(RELEASE_IMAGE, tag=f"{DOWNTIME_TAG_PREFIX}{release}")
     override = workdir / "releases.yaml"
     override.write_text(f"services:\n  api:\n    image: {RELEASE_IMAGE}:${{RELEASE}}\n    build: !reset null\n")
+    downtime = workdir / DOWNTIME_RELEASES
+    downtime.write_text(
+        f"services:\n  api:\n    image: {RELEASE_IMAGE}:{DOWNTIME_TAG_PREFIX}${{RELEASE}}\n    build: !reset null\n"
+    )
     return str(override)
 
 
@@ -601,11 +617,18 @@ def scenario_failfast(runner: Runner, results: Results, runs: int) -> None:
         )
 
 
+def served_release(bench: Bench) -> str | None:
+    """The release the API serves, asked through the proxy: the API's host port is the engine's pick (and
+    there may be two API containers during a swap), the proxy's is the bench's."""
+    import requests
+
+    answer = requests.get(f"http://127.0.0.1:{bench.ports[2]}/version", timeout=10).json()
+    return answer.get("release") if isinstance(answer, dict) else None
+
+
 def _rollback_runs(
     runner: Runner, results: Results, bench: Bench, runs: int, migration: Path | None
 ) -> list[PytestRun]:
-    import requests
-
     runner.reset(bench)
     runner.must_pass(results.note_run(runner.pytest(bench, "--release=A")), "deploying release A")
     done = []
@@ -620,7 +643,7 @@ def _rollback_runs(
         rollback = run.summary.get("rollback", {})
         if run.returncode != 1 or rollback.get("outcome") != "passed" or rollback.get("restored_release") != "A":
             raise BenchmarkError(f"release B was not rolled back to A (exit {run.returncode}); see {run.log}")
-        served = requests.get(f"http://127.0.0.1:{bench.ports[1]}/version", timeout=10).json().get("release")
+        served = served_release(bench)
         if served != "A":
             raise BenchmarkError(f"after the rollback the API serves {served}, not A; see {run.log}")
         done.append(run)
@@ -664,6 +687,122 @@ def scenario_restore(runner: Runner, results: Results, runs: int) -> None:
     ]
 
 
+DOWNTIME_WINDOWS = {
+    "green": "green deploy of a changed API (A -> B)",
+    "rollback": "rollback without a restore (C -> B)",
+    "restore": "rollback with a database restore (D -> B)",
+}
+DOWNTIME_MIGRATION = "0099_bench_downtime_d.sql"
+
+
+def expect_rolled_back(run: PytestRun, release: str, to: str, restored: bool) -> None:
+    rollback = run.summary.get("rollback", {})
+    if run.returncode != 1 or rollback.get("outcome") != "passed" or rollback.get("restored_release") != to:
+        raise BenchmarkError(f"release {release} was not rolled back to {to} (exit {run.returncode}); see {run.log}")
+    if bool(rollback.get("database_restored")) != restored:
+        did = "restored" if rollback.get("database_restored") else "did not restore"
+        raise BenchmarkError(
+            f"the rollback of {release} {did} the database, unlike what it is there for; see {run.log}"
+        )
+
+
+def expect_served(bench: Bench, release: str, after: str) -> None:
+    served = served_release(bench)
+    if served != release:
+        raise BenchmarkError(f"after {after} the proxy serves release {served}, not {release}")
+
+
+def downtime_figures(windows: dict[str, list[WindowStats]]) -> list[Figure]:
+    """Per window, over the runs: failed requests (of the total), maintenance answers, the longest gap without
+    a success of each kind, acknowledged writes lost; none failed and none lost in any run is the target."""
+    found = []
+    for name, label in DOWNTIME_WINDOWS.items():
+        runs = windows[name]
+        if not runs:
+            continue
+        totals = sorted(s.requests for s in runs)
+        total = f"{totals[0]}" if totals[0] == totals[-1] else f"{totals[0]}-{totals[-1]}"
+        only = ", only maintenance answers allowed" if name == "restore" else ""
+        found += [
+            figure(
+                "downtime",
+                f"{label}: failed requests",
+                "requests",
+                [s.failed for s in runs],
+                Target(0, "maximum"),
+                f"of {total}{only}",
+            ),
+            figure(
+                "downtime",
+                f"{label}: maintenance answers (503 + Retry-After)",
+                "requests",
+                [s.maintenance for s in runs],
+            ),
+            *(
+                figure(
+                    "downtime",
+                    f"{label}: longest gap without a success, {kind}",
+                    "s",
+                    [s.longest_gap[kind] for s in runs],
+                )
+                for kind in runs[0].longest_gap
+            ),
+            figure(
+                "downtime",
+                f"{label}: acknowledged writes lost",
+                "writes",
+                [s.writes_lost for s in runs],
+                Target(0, "maximum"),
+                f"of {statistics.median([s.writes_acknowledged for s in runs]):.0f} acknowledged in the window, median",
+            ),
+        ]
+    return found
+
+
+def scenario_downtime(runner: Runner, results: Results, runs: int) -> None:
+    """The bounded load (scripts/load.py) through the proxy during a green deploy of a changed API, a failed
+    release's rollback without a restore, and one with a restore; each window is one ``pytest --deploy`` run."""
+    from scripts.load import BoundedLoad, LoadError
+
+    bench = runner.benches["downtime"]
+    migration = bench.migrations_dir / DOWNTIME_MIGRATION
+    windows: dict[str, list[WindowStats]] = {name: [] for name in DOWNTIME_WINDOWS}
+    walls: dict[str, list[float]] = {name: [] for name in DOWNTIME_WINDOWS}
+    for i in range(runs):
+        runner.reset(bench)
+        runner.must_pass(results.note_run(runner.pytest(bench, "--release=A")), "deploying release A")
+        try:
+            with BoundedLoad(f"http://127.0.0.1:{bench.ports[2]}", runner.secret_env[TOKEN_VARIABLE]) as load:
+                with load.window("green"):
+                    run = runner.must_pass(results.note_run(runner.pytest(bench, "--release=B")), "deploying B")
+                walls["green"].append(run.wall)
+                expect_served(bench, "B", "the deploy of B")
+                with load.window("rollback"):
+                    run = results.note_run(runner.pytest(bench, "--release=C"))
+                walls["rollback"].append(run.wall)
+                expect_rolled_back(run, "C", "B", restored=False)
+                expect_served(bench, "B", "the rollback of C")
+                migration.write_text("CREATE TABLE bench_downtime_d (id bigint);\n")
+                try:
+                    with load.window("restore"):
+                        run = results.note_run(runner.pytest(bench, "--release=D"))
+                finally:
+                    migration.unlink(missing_ok=True)
+                walls["restore"].append(run.wall)
+                expect_rolled_back(run, "D", "B", restored=True)
+                expect_served(bench, "B", "the rollback of D")
+        except LoadError as error:
+            raise BenchmarkError(f"the load through the proxy: {error}") from None
+        for name in DOWNTIME_WINDOWS:
+            windows[name].append(load.windows[name])
+            say(f"downtime {i + 1}/{runs}: {load.windows[name].describe()}")
+    runner.reset(bench)
+    results.raw["downtime"] = {
+        name: {"run_seconds": walls[name], "windows": [s.as_json() for s in windows[name]]} for name in DOWNTIME_WINDOWS
+    }
+    results.figures += downtime_figures(windows)
+
+
 # The one check whose work grows with the square of the cluster: (N+1)^2 new node-to-node connections.
 ALL_PAIRS_CHECK = "cluster_node_health"
 
@@ -696,9 +835,11 @@ class AllPairs:
 
 
 def all_pairs_matrix(runner: Runner, bench: Bench, runs: int) -> AllPairs:
-    """`citus_check_cluster_node_health()` alone on the running stack, as the check calls it, `runs` times."""
+    """The all-pairs matrix alone on the running stack, as the check asks it (``deploycheck.cluster.health_matrix``:
+    every source at once, each running `citus_check_connection_to_node` for every target), `runs` times."""
     import psycopg
 
+    from deploycheck.cluster import health_matrix
     from deploycheck.engine.target import LocalTarget
     from deploycheck.request.secrets import mask_text
     from deploycheck.stack import coordinator_connection
@@ -710,7 +851,7 @@ def all_pairs_matrix(runner: Runner, bench: Bench, runs: int) -> AllPairs:
             for _ in range(runs):
                 before = containers_cpu_seconds(runner.client, bench.project)
                 start = time.monotonic()
-                results = [row[0] for row in conn.execute("SELECT result FROM citus_check_cluster_node_health()")]
+                results = [result for _, _, result in health_matrix(conn)]
                 seconds.append(time.monotonic() - start)
                 cpu.append(containers_cpu_seconds(runner.client, bench.project) - before)
                 if not results or not all(results):
@@ -841,7 +982,25 @@ SCENARIO_FUNCTIONS: dict[str, Callable[[Runner, Results, int], None]] = {
     "rollback": scenario_rollback,
     "restore": scenario_restore,
     "scale": scenario_scale,
+    "downtime": scenario_downtime,
 }
+
+
+SCENARIO_BENCHES: dict[str, tuple[str, ...]] = {
+    "green": ("green", "upwait", "upwait-1s"),
+    "redeploy": ("green",),
+    "smoke": ("green",),
+    "failfast": ("exits-worker", "exits-api"),
+    "rollback": ("rollback",),
+    "restore": ("restore",),
+    "scale": tuple(f"scale-{n}" for n in SCALE_WORKERS),
+    "downtime": ("downtime",),
+}
+
+
+def scenario_benches(scenarios: Sequence[str]) -> set[str]:
+    """The benches (and so the Compose projects) these scenarios use."""
+    return {bench for name in scenarios for bench in SCENARIO_BENCHES[name]}
 
 
 def benches(workdir: Path) -> list[Bench]:
@@ -865,6 +1024,19 @@ def benches(workdir: Path) -> list[Bench]:
             workdir=workdir,
         ),
     ]
+    downtime_migrations = workdir / "migrations-downtime"
+    shutil.copytree(ROOT / "stack" / "migrations", downtime_migrations)
+    # Releases C and D never answer ready (the rollback scenario's fault): each fails at the 15 s stage deadline.
+    found.append(
+        Bench(
+            "downtime",
+            (41501, 41502, 41503),
+            overrides=(workdir / DOWNTIME_RELEASES,),
+            stage_timeout=15,
+            migrations_dir=downtime_migrations,
+            workdir=workdir,
+        )
+    )
     strict = Bench("upwait-1s", (41121, 41122, 41123), workdir=workdir)
     strict.overrides = (one_second_ticks(workdir, strict.workers),)  # every worker it has, checked every 1 s
     found.append(strict)
@@ -985,7 +1157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.quiet:
             wait_until_quiet(client, args.quiet)
         runner = Runner(workdir, benches(workdir))
-        if {"rollback", "restore"} & set(scenarios):
+        if {"rollback", "restore", "downtime"} & set(scenarios):
             tag_releases(runner, workdir)
         results = Results()
         try:
@@ -996,10 +1168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 except BenchmarkError as error:  # one broken scenario must not cost the figures of the others
                     say(f"scenario {name} failed: {error}")
                     results.errors[name] = str(error).splitlines()[0]
-                if not {"redeploy", "smoke"} & set(scenarios[index + 1 :]):
+                if "green" in scenario_benches([name]) and not {"redeploy", "smoke"} & set(scenarios[index + 1 :]):
                     runner.reset(runner.benches["green"])  # its stack is not needed any more
         finally:
-            for project in our_projects(runner.client):
+            # Only the projects of the scenarios run: another dcbench-* project is someone else's run.
+            mine = {runner.benches[b].project for b in scenario_benches(scenarios)}
+            for project in our_projects(runner.client) & mine:
                 remove_project(runner.client, project)
             for bench in runner.benches.values():
                 shutil.rmtree(bench.state_dir, ignore_errors=True)

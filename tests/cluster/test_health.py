@@ -7,6 +7,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from deploycheck.cluster import health_matrix
+
 from .conftest import Cluster, unresolvable_node_error
 
 pytestmark = pytest.mark.e2e
@@ -38,3 +40,9 @@ def test_cluster_node_health_is_all_true(cluster: Cluster, conn: psycopg.Connect
     assert conn.execute(
         "SELECT bool_and(coalesce(result, false)) FROM citus_check_cluster_node_health()"
     ).fetchone() == (True,)
+
+
+def test_deploycheck_s_parallel_matrix_is_citus_s_matrix(cluster: Cluster, conn: psycopg.Connection[Any]) -> None:
+    """The checks' matrix (every source asked at once) is the one citus_check_cluster_node_health() gives."""
+    citus = conn.execute("SELECT from_nodename, to_nodename, result FROM citus_check_cluster_node_health()").fetchall()
+    assert health_matrix(conn) == [tuple(row) for row in citus]

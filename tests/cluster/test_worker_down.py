@@ -10,6 +10,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from deploycheck.cluster import health_matrix
+
 from .conftest import Cluster, Node, unresolvable_node_error
 
 pytestmark = pytest.mark.e2e
@@ -103,6 +105,12 @@ def test_cluster_health_has_null_rows_from_and_false_rows_to_the_stopped_worker(
             assert result is True, (source, target)
     # the coordinator warns of each connection to the stopped worker it tried, and of nothing else
     assert warnings and all(w.startswith("WARNING: " + unresolvable_node_error(dead)) for w in warnings), warnings
+
+
+def test_deploycheck_s_parallel_matrix_has_the_same_null_and_false_rows(cluster: Cluster, outage: Outage) -> None:
+    with cluster.connect() as conn:
+        citus = conn.execute("SELECT from_nodename, to_nodename, result FROM citus_check_cluster_node_health()")
+        assert health_matrix(conn) == [tuple(row) for row in citus.fetchall()]
 
 
 def test_connection_check_to_the_stopped_worker_is_false(cluster: Cluster, outage: Outage) -> None:

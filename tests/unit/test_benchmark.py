@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from deploycheck.record.record import CheckRecord, RunRecord, StageRecord
 from scripts.benchmark import (
+    DOWNTIME_WINDOWS,
+    SCENARIO_BENCHES,
+    SCENARIO_FUNCTIONS,
+    SCENARIOS,
     Figure,
     Stats,
     Target,
+    benches,
+    downtime_figures,
     extra_pairs_core_seconds,
     figure,
     markdown_report,
     markdown_table,
     parse_args,
     ratios,
+    scenario_benches,
 )
+from scripts.load import WindowStats
 
 
 def test_stats_are_median_min_max_and_count() -> None:
@@ -30,6 +40,17 @@ def test_targets_judge_the_median_or_the_maximum() -> None:
     assert Target(1.5).met(stats) is True
     assert Target(3.0, "maximum").met(stats) is False
     assert figure("x", "y", "s", [1.0]).met is None
+
+
+def test_a_target_of_zero_on_the_maximum_means_none_in_any_run() -> None:
+    none = Target(0, "maximum")
+    assert none.met(Stats(0, 0, 0, 3)) is True
+    assert none.met(Stats(0, 0, 1, 3)) is False  # one run in three failed a request: not met
+    row = markdown_table([figure("downtime", "failed", "requests", [0, 0, 2], none, "of 630")]).splitlines()[2]
+    assert (
+        row == "| downtime | failed (of 630) | 0 requests | 0 requests | 2 requests | 3 | max ≤ 0 requests | **no** |"
+    )
+    assert "| 1.5 writes |" in markdown_table([figure("d", "lost", "writes", [1, 2])])
 
 
 def test_ratios_pair_runs_of_the_same_iteration() -> None:
@@ -96,3 +117,54 @@ def test_summary_timings_give_the_first_failure_and_the_checks_span() -> None:
         "rollback_finished_at": 115.0,
     }
     assert record.summary()["stages"][0]["started_at"] == 100.0
+
+
+def window(name: str, failed: int, maintenance: int, lost: int, requests: int = 630) -> WindowStats:
+    return WindowStats(
+        name=name,
+        seconds=25.0,
+        requests=requests,
+        failed=failed,
+        maintenance=maintenance,
+        by_status={},
+        by_kind={"health": 250, "read": 250, "write": 130},
+        longest_gap={"health": 1.5, "read": 1.7, "write": 4.0},
+        writes_acknowledged=120,
+        writes_lost=lost,
+    )
+
+
+def test_downtime_figures_per_window_with_zero_targets() -> None:
+    windows = {
+        "green": [window("green", 0, 0, 0), window("green", 0, 0, 0, requests=640)],
+        "rollback": [window("rollback", 3, 0, 0), window("rollback", 0, 0, 0)],
+        "restore": [window("restore", 0, 40, 0), window("restore", 0, 38, 1)],
+    }
+    figures = downtime_figures(windows)
+    assert len(figures) == 3 * 6  # failed, maintenance, three gaps, writes lost
+    by_name = {f.name: f for f in figures}
+    green, rollback, restore = (DOWNTIME_WINDOWS[w] for w in ("green", "rollback", "restore"))
+    assert by_name[f"{green}: failed requests"].met is True
+    assert by_name[f"{green}: failed requests"].note == "of 630-640"
+    assert by_name[f"{rollback}: failed requests"].met is False  # one run failed 3: the maximum counts
+    assert by_name[f"{restore}: failed requests"].met is True
+    assert by_name[f"{restore}: maintenance answers (503 + Retry-After)"].target is None
+    assert by_name[f"{restore}: acknowledged writes lost"].met is False
+    assert by_name[f"{green}: longest gap without a success, write"].stats.median == 4.0
+    assert downtime_figures({"green": [], "rollback": [], "restore": []}) == []
+
+
+def test_the_downtime_scenario_is_wired_and_has_its_own_ports(tmp_path: Path) -> None:
+    assert "downtime" in SCENARIOS and set(SCENARIO_FUNCTIONS) == set(SCENARIOS)
+    found = {b.name: b for b in benches(tmp_path)}
+    downtime = found["downtime"]
+    assert downtime.ports == (41501, 41502, 41503) and downtime.stage_timeout == 15
+    assert downtime.migrations_dir != found["restore"].migrations_dir  # its migration is its own
+    assert len({b.ports for b in found.values()}) == len(found)
+
+
+def test_a_run_cleans_up_only_the_benches_of_its_scenarios(tmp_path: Path) -> None:
+    names = {b.name for b in benches(tmp_path)}
+    assert set(SCENARIO_BENCHES) == set(SCENARIOS)
+    assert scenario_benches(SCENARIOS) == names  # every bench belongs to a scenario
+    assert scenario_benches(["downtime"]) == {"downtime"}  # not dcbench-green, which may be another run's

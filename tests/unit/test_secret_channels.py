@@ -208,3 +208,21 @@ def test_the_password_file_is_private_escaped_and_removed() -> None:
         assert Path(path).stat().st_mode & 0o777 == 0o600
         assert Path(path).read_text() == "*:*:*:*:a\\:b\\\\c\n"
     assert not Path(path).exists()
+
+
+def test_a_commands_data_is_read_as_printed_and_its_text_masked(tmp_path: Path) -> None:
+    """A password that is part of a path (``postgres`` of ``/var/lib/postgresql``): a Compose model read from the
+    masked text named a service ``ngin********`` for a password ``x``, and a release snapshot would keep the
+    mask in its paths."""
+    import json
+
+    from deploycheck.engine.commands import Command, Runner
+
+    printed = {"services": {"coordinator": {"volumes": ["data:/var/lib/postgresql/data"]}}}
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(printed))
+    runner = Runner(secrets=[Secret("postgres", "$DB_PASSWORD")])
+    result = runner.run(Command(("cat", str(config)), timeout=30))
+    assert result.data() == printed
+    assert "postgres" not in result.stdout and "postgres" not in repr(result)
+    assert f"/var/lib/{MASK}ql/data" in result.stdout

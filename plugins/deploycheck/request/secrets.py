@@ -52,26 +52,39 @@ def _forms(value: str) -> list[str]:
     return list(dict.fromkeys(form for form in forms if form))
 
 
+def _masked_forms(secrets: Iterable[Secret]) -> list[str]:
+    """Every form of every secret, longer ones first, so that a secret inside another one leaves none of the
+    other behind."""
+    return sorted({form for secret in secrets for form in _forms(secret.reveal())}, key=len, reverse=True)
+
+
+def _replace_forms(text: str, forms: list[str]) -> str:
+    for form in forms:
+        if form in text:
+            text = text.replace(form, MASK)
+    return text
+
+
 def mask_text(text: str, secrets: Iterable[Secret]) -> str:
     """Replace every secret value in ``text`` (command output, logs, reports), in every form it may be written in,
-    by the mask. Longer values first, so that a secret inside another one leaves none of the other behind."""
-    values = sorted({form for secret in secrets for form in _forms(secret.reveal())}, key=len, reverse=True)
-    for value in values:
-        if value in text:
-            text = text.replace(value, MASK)
-    return text
+    by the mask."""
+    return _replace_forms(text, _masked_forms(secrets))
 
 
 def mask_data(data: Any, secrets: Iterable[Secret]) -> Any:
     """``data`` (JSON-like: dicts, lists, tuples, strings) with every secret masked in its strings and keys."""
-    secrets = list(secrets)
-    if isinstance(data, str):
-        return mask_text(data, secrets)
-    if isinstance(data, dict):
-        return {mask_data(key, secrets): mask_data(value, secrets) for key, value in data.items()}
-    if isinstance(data, list | tuple):
-        return type(data)(mask_data(item, secrets) for item in data)
-    return data
+    forms = _masked_forms(secrets)  # once for the whole tree: a report holds hundreds of strings
+
+    def masked(item: Any) -> Any:
+        if isinstance(item, str):
+            return _replace_forms(item, forms)
+        if isinstance(item, dict):
+            return {masked(key): masked(value) for key, value in item.items()}
+        if isinstance(item, list | tuple):
+            return type(item)(masked(each) for each in item)
+        return item
+
+    return masked(data)
 
 
 def _pgpass_line(secret: Secret) -> bytes:

@@ -7,6 +7,7 @@ import time
 
 import psycopg
 
+from deploycheck.cluster import health_matrix
 from deploycheck.engine.polling import poll
 from deploycheck.engine.target import Target
 from deploycheck.stack import Connection, coordinator_connection
@@ -51,9 +52,7 @@ def configure(target: Target) -> str:
         expected = len(database.worker_services)
         if active != expected:
             raise StageFailed(f"{active} active Citus workers, expected {expected}")
-        unhealthy = conn.execute(
-            "SELECT from_nodename, to_nodename, result FROM citus_check_cluster_node_health() WHERE result IS NOT TRUE"
-        ).fetchall()
+        unhealthy = [(a, b, r) for a, b, r in health_matrix(conn) if r is not True]
         if unhealthy:
             pairs = ", ".join(f"{a}->{b}: {r}" for a, b, r in unhealthy)
             raise StageFailed(f"cluster health check failed for {pairs}")

@@ -5,10 +5,11 @@
   within POOL_WAIT seconds (database down, or the pool still reconnecting after an outage), the
   request falls back to one direct connection, so the API recovers as soon as the database does
   and an outage is reported with libpq's real reason rather than a pool timeout.
-- Probes (/ready, /version) use the same path. /ready's fan-out to the workers then goes over the
-  connections that Citus keeps per session, instead of N new ones per call (a new connection per
-  probe made /ready cost N+1 authentications); the ping before use still fails it at once when the
-  coordinator is gone, and Citus reports each unreachable worker.
+- Probes (/ready, /version) use the same path. /ready's check of each worker
+  (citus_check_connection_to_node) then goes over the connection Citus keeps per session to that
+  worker, instead of N new ones per call (run_command_on_workers made every /ready cost N TLS and
+  SCRAM handshakes); the ping before use still fails it at once when the coordinator is gone, and
+  Citus's warning says why a worker is unreachable.
 
 Every error text leaving this module goes through describe(): first line only, password removed.
 """
@@ -166,6 +167,27 @@ class Database:
         except DatabaseUnavailable as exc:
             return WorkerStatus(False, 0, f"coordinator {s.db_host}:{s.db_port} unreachable: {exc.reason}")
 
+    @staticmethod
+    def _reaches(conn: "psycopg.Connection[Any]", name: str, port: int) -> tuple[bool, str]:
+        """Whether the coordinator reaches this worker, and Citus's warning when it does not.
+
+        citus_check_connection_to_node goes over the connection Citus keeps for this session to that
+        worker (run_command_on_workers opens a new one to every worker on every call: N TLS and SCRAM
+        handshakes per probe)."""
+        warnings: list[str] = []
+
+        def keep(notice: "psycopg.errors.Diagnostic") -> None:
+            if notice.message_primary:
+                warnings.append(str(notice.message_primary))
+
+        conn.add_notice_handler(keep)
+        try:
+            row = conn.execute("SELECT citus_check_connection_to_node(%s, %s)", (name, port)).fetchone()
+        finally:
+            conn.remove_notice_handler(keep)
+        reachable = bool(row and row[0])
+        return reachable, "" if reachable else "; ".join(warnings)
+
     def _worker_status(self, conn: "psycopg.Connection[Any]", expected: int | None) -> WorkerStatus:
         s = self.settings
         # Bound Citus's own wait for a silent worker (default 30 s); a Citus without the setting
@@ -176,10 +198,16 @@ class Database:
                 (str(s.connect_timeout * 1000),),
             )
         try:
-            rows: list[tuple[Any, ...]] = conn.execute(
-                "SELECT nodename, nodeport, success, result"
-                " FROM run_command_on_workers('SELECT 1') ORDER BY nodename, nodeport"
-            ).fetchall()
+            rows = []
+            for name, port in conn.execute(
+                "SELECT node_name, node_port FROM citus_get_active_worker_nodes() ORDER BY node_name, node_port"
+            ).fetchall():
+                reachable, why = self._reaches(conn, name, port)
+                if not reachable:
+                    # A kept connection broken since its last use (a restarted worker) fails once and is
+                    # closed: asked again on a new one, a second failure is the worker's.
+                    reachable, why = self._reaches(conn, name, port)
+                rows.append((name, port, reachable, why))
         except psycopg.errors.QueryCanceled:
             return WorkerStatus(False, 0, f"workers did not answer within {s.statement_timeout_ms / 1000:g} s")
         except psycopg.Error as exc:
