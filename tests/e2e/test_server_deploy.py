@@ -171,6 +171,8 @@ def test_a_stack_on_a_server_deploys_verifies_rolls_back_with_its_data_and_resto
     second_deploy = second.run("--release=A2")
     assert second_deploy.returncode == 0, second_deploy.stdout[-3000:]
     assert second.summary()["previous_release"] == "A", "it read the server's ledger"
+    swapped = second.summary()["swaps"]["api"]  # A2's API beside A's, on the server's engine, then switched to
+    assert swapped.startswith("blue-green: ") and "stopped and removed" in swapped, swapped
     back = operator.run("--rollback-to=A")
     assert back.returncode == 0, back.stdout[-3000:]
     assert on_server.server_ledger()["current"] == "A"
@@ -203,18 +205,24 @@ def _ssh_master_of(pid: int) -> int:
     return masters[0]
 
 
+def _read_until(run: subprocess.Popen[str], text: str) -> list[str]:
+    """The run's output lines up to and with the first that holds ``text``; the run goes on."""
+    assert run.stdout is not None
+    seen = []
+    for line in run.stdout:
+        seen.append(line)
+        if text in line:
+            return seen
+    raise AssertionError(f"the run ended before it printed {text!r}:\n{''.join(seen)[-4000:]}")
+
+
 def test_ssh_cut_during_a_stage_leaves_the_server_what_the_next_run_repairs(on_server: OnServer) -> None:
     operator = on_server.operator
     on_server.environment(operator)
     assert operator.run("--release=A").returncode == 0
     run = operator.start("--release=A2")
-    assert run.stdout is not None
-    seen = []
-    for line in run.stdout:
-        seen.append(line)
-        if "stage database: started" in line:
-            os.kill(_ssh_master_of(run.pid), signal.SIGKILL)  # the connection is gone mid-stage
-            break
+    seen = _read_until(run, "stage database: started")
+    os.kill(_ssh_master_of(run.pid), signal.SIGKILL)  # the connection is gone mid-stage
     rest, _ = run.communicate(timeout=600)
     output = "".join(seen) + rest
     assert run.returncode in (1, 6), output[-4000:]
@@ -228,6 +236,52 @@ def test_ssh_cut_during_a_stage_leaves_the_server_what_the_next_run_repairs(on_s
     assert stages["repair"]["outcome"] == "passed", stages
     assert on_server.server_ledger()["current"] == "A2"
     print(f"server: the next run repaired and deployed A2 in {time.monotonic() - started:.1f} s")
+
+
+def test_a_restore_killed_with_its_machine_is_finished_by_another_operators_run(
+    on_server: OnServer, tmp_path: Path
+) -> None:
+    """The operator's machine dies (pytest and its SSH connection killed) while its rollback restores the database
+    on the server: nodes stopped or half filled. Another operator's run, whose machine never saw that backup or
+    that journal, finds both on the server, restores the backup again and deploys green with its rows."""
+    operator, second = on_server.operator, on_server.second
+    on_server.environment(operator)
+    assert operator.run("--release=A").returncode == 0
+    on_server.sql("DROP TABLE IF EXISTS kept_through_a_kill; CREATE TABLE kept_through_a_kill (id int PRIMARY KEY)")
+    on_server.sql("INSERT INTO kept_through_a_kill SELECT generate_series(1, 70)")
+    migrations = tmp_path / "migrations"
+    shutil.copytree(ROOT / "stack" / "migrations", migrations)
+    (migrations / "0098_release_b_killed.sql").write_text("CREATE TABLE release_b_killed (id int PRIMARY KEY);\n")
+    on_server.environment(operator, migrations=migrations)
+    journal = f".deploycheck/{PROJECT}/restore.json"
+
+    run = operator.start("--release=B")
+    seen = _read_until(run, "[deploycheck] rollback: restoring the previous release")
+    deadline = time.monotonic() + 60
+    while on_server.ssh("test", "-f", journal, "&&", "echo", "yes", check=False) != "yes":
+        assert time.monotonic() < deadline and run.poll() is None, "".join(seen)[-4000:]
+        time.sleep(0.1)
+    master = _ssh_master_of(run.pid)
+    run.kill()  # the machine is gone: pytest and its connection to the server
+    os.kill(master, signal.SIGKILL)
+    run.communicate(timeout=60)
+    assert operator.state_dir.joinpath("backups").exists(), "the killed run had its backup here, and only here"
+    assert on_server.ssh("cat", journal), "the server knows a restore was under way"
+
+    on_server.environment(operator)  # release A's migrations: B's never landed
+    shutil.copy(operator.env_file, second.env_file)
+    shutil.rmtree(second.state_dir, ignore_errors=True)  # a machine that never saw this backup or that journal
+    repaired = second.run("--release=A")
+    assert repaired.returncode == 0, repaired.stdout[-8000:]
+    stages = {s["name"]: s for s in second.summary()["stages"]}
+    assert stages["repair"]["outcome"] == "passed", stages
+    assert on_server.server_ledger()["current"] == "A"
+    assert "from the server" in repaired.stdout and "copied backup" in repaired.stdout, repaired.stdout[-5000:]
+    assert "restored every database node from backup" in repaired.stdout
+    assert on_server.sql("SELECT count(*) FROM kept_through_a_kill") == "70"
+    assert on_server.sql("SELECT to_regclass('release_b_killed') IS NULL") == "t"
+    assert on_server.ssh("test", "-e", journal, "||", "echo", "gone", check=False) == "gone"
+    print(f"server: another operator finished the killed restore in {stages['repair']['seconds']:.1f} s")
 
 
 @pytest.fixture

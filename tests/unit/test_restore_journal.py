@@ -4,9 +4,11 @@ a run ends (noted, not acted on). Without Docker: the restore's engine calls are
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from deploycheck.deployment import SignalShield
 from deploycheck.engine import containers
 from deploycheck.engine.compose import Compose
+from deploycheck.engine.ssh import SSHError
 from deploycheck.engine.target import Target
 from deploycheck.release import backup
 from deploycheck.release.ledger import Ledger, Release
@@ -35,6 +38,7 @@ class Environment:
     compose_project: str = PROJECT
     timeouts: Timeouts = field(default_factory=Timeouts)
     all_secrets: list[str] = field(default_factory=list)
+    stack: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(proxy=None, http=()))  # no proxy to route
 
     @property
     def backups_dir(self) -> Path:
@@ -43,6 +47,10 @@ class Environment:
     @property
     def ledger_file(self) -> Path:
         return self.state_dir / "ledger.json"
+
+    @property
+    def restore_journal_file(self) -> Path:
+        return self.state_dir / backup.JOURNAL
 
 
 @dataclass
@@ -89,10 +97,33 @@ class Docker:
     volumes: Volumes = field(default_factory=Volumes)
 
 
+class ServerState:
+    """Where the stack's state lives (a server's, say): each push notes whether the journal went with it."""
+
+    def __init__(self, journal: Path, fails: bool = False) -> None:
+        self.journal, self.fails = journal, fails
+        self.pushed: list[bool] = []
+
+        self.on_server: dict[str, Path] = {}  # backups only the server has, by name
+
+    def push(self, backup: Path | None = None) -> None:
+        if self.fails:
+            raise SSHError("the SSH connection to srv is gone")
+        self.pushed.append(self.journal.is_file())
+
+    def fetch_backup(self, name: str) -> bool:
+        if name not in self.on_server:
+            return False
+        shutil.copytree(self.on_server[name], self.journal.parent / "backups" / name)
+        return True
+
+
 @dataclass
 class JournalTarget:
     environment: Environment
     docker: Docker
+    state: ServerState
+    where: str = "the server ssh://srv"
 
 
 class Node:
@@ -138,8 +169,9 @@ def restore_engine(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return filled
 
 
-def journal_target(tmp_path: Path, helpers: list[Helper] | None = None) -> Target:
-    return cast(Target, JournalTarget(Environment(tmp_path / "state"), Docker(Containers(helpers or []))))
+def journal_target(tmp_path: Path, helpers: list[Helper] | None = None, state: ServerState | None = None) -> Target:
+    state = state or ServerState(tmp_path / "state" / backup.JOURNAL)
+    return cast(Target, JournalTarget(Environment(tmp_path / "state"), Docker(Containers(helpers or [])), state))
 
 
 def test_the_journal_is_written_before_the_nodes_stop_and_removed_once_they_are_healthy(
@@ -152,6 +184,29 @@ def test_the_journal_is_written_before_the_nodes_stop_and_removed_once_they_are_
     assert nodes.seen == [("stop", True), ("start", True)]
     assert sorted(restore_engine) == ["coordinator.tar", "worker-1.tar"]
     assert not (tmp_path / "state" / backup.JOURNAL).exists(), "a verified restore leaves no journal"
+    # Where the state lives had the journal before anything stopped, and its end once every node was back.
+    assert cast(JournalTarget, on).state.pushed == [True, False]
+
+
+def test_a_restore_whose_journal_cannot_reach_the_server_changes_nothing(
+    tmp_path: Path, restore_engine: list[str]
+) -> None:
+    state = ServerState(tmp_path / "state" / backup.JOURNAL, fails=True)
+    nodes = Nodes(tmp_path / "state" / backup.JOURNAL)
+    with pytest.raises(backup.BackupFailed) as failed:
+        backup.restore(
+            journal_target(tmp_path, state=state),
+            cast(Compose, nodes),
+            backup_folder(tmp_path / "state"),
+            release="A",
+            why="w",
+        )
+    assert str(failed.value) == (
+        "the restore did not start: its journal could not be written on the server ssh://srv "
+        "(the SSH connection to srv is gone)"
+    )
+    assert nodes.seen == [] and restore_engine == [], "no node stopped, no volume touched"
+    assert not (tmp_path / "state" / backup.JOURNAL).exists(), "no journal of a restore that never began"
 
 
 def test_a_restore_cut_short_leaves_a_journal_naming_its_backup_and_release(
@@ -243,12 +298,15 @@ def test_the_next_run_removes_the_helpers_and_does_the_killed_restore_again(
         return 1.5
 
     monkeypatch.setattr(backup, "restore", again)
+    reached_after: list[int] = []  # how many restores had run when the cluster's reach was awaited
+    monkeypatch.setattr(restore_stage, "wait_cluster_reachable", lambda target: reached_after.append(len(done)))
     monkeypatch.setattr(restore_stage, "good_release", lambda release, ledger: Release(release, 0.0, {}, {}, ""))
     monkeypatch.setattr(restore_stage, "compose_of", lambda release, target: f"compose of {release.id}")
     assert restore_stage.needs_repair(on, cast(Ledger, NoUnfinished()))
     actions: list[str] = []
     restore_stage.finish_restore(on, actions)
     assert done == [(folder, "A", "the rollback of B", True)], "the helpers first, then the same restore"
+    assert reached_after == [1], "the maintenance ends only once the coordinator reaches every worker again"
     assert actions == [
         "removed 1 restore helper(s) an earlier run left: left",
         "an earlier run was killed during the restore of backup 20261202-010000-A onto release A (the rollback "
@@ -256,6 +314,31 @@ def test_the_next_run_removes_the_helpers_and_does_the_killed_restore_again(
         "restored every database node from backup 20261202-010000-A again, in 1.5 s",
     ]
     assert not restore_stage.needs_repair(on, cast(Ledger, NoUnfinished()))
+
+
+def test_a_restore_killed_on_another_machine_is_done_again_from_the_servers_backup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "state"
+    taken_elsewhere = backup_folder(tmp_path / "server")  # the killed run's machine took it; the server kept it
+    left_journal(state, taken_elsewhere.name)  # as this machine's run pulled it from the server
+    server = ServerState(state / backup.JOURNAL)
+    server.on_server[taken_elsewhere.name] = taken_elsewhere
+    done: list[Path] = []
+
+    def again(target: Target, compose: Compose, where: Path, *, release: str, why: str) -> float:
+        done.append(where)
+        assert (where / backup.MANIFEST).is_file(), "the backup is here before the restore begins"
+        return 2.0
+
+    monkeypatch.setattr(backup, "restore", again)
+    monkeypatch.setattr(restore_stage, "wait_cluster_reachable", lambda target: None)
+    monkeypatch.setattr(restore_stage, "good_release", lambda release, ledger: Release(release, 0.0, {}, {}, ""))
+    monkeypatch.setattr(restore_stage, "compose_of", lambda release, target: f"compose of {release.id}")
+    actions: list[str] = []
+    restore_stage.finish_restore(journal_target(tmp_path, state=server), actions)
+    assert done == [state / "backups" / taken_elsewhere.name]
+    assert f"copied backup {taken_elsewhere.name} from the server ssh://srv" in actions
 
 
 def test_a_killed_restore_whose_backup_is_gone_fails_preflight_and_keeps_its_journal(tmp_path: Path) -> None:

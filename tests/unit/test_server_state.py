@@ -13,6 +13,7 @@ from typing import IO, Any
 
 import pytest
 
+from deploycheck.engine.commands import Command, CommandFailed
 from deploycheck.engine.server import KEPT_BACKUPS, ServerState
 from deploycheck.request.environment import ConfigError, load_settings
 from tests.unit.conftest import make_project
@@ -40,7 +41,8 @@ class LocalShell:
         if receive is not None:
             receive(process.stdout)
         process.stdout.read()
-        assert process.wait(timeout=timeout) == 0
+        if process.wait(timeout=timeout) != 0:
+            raise CommandFailed(Command(tuple(argv)), f"exited with {process.returncode}")
 
 
 class Target:
@@ -112,6 +114,41 @@ def test_backups_pushed_one_by_one_and_the_server_keeps_the_last_ones(state: Ser
     complete = [name for name in kept if not name.endswith(".partial")]
     assert len(complete) == KEPT_BACKUPS and complete[-1] == "20260101-000011-R11" and complete[0].endswith("-R2")
     assert not any(name.startswith(".incoming") for name in os.listdir(server_folder(state)))
+
+
+def test_a_restore_journal_travels_both_ways_and_so_does_its_end(state: ServerState) -> None:
+    write_local(state, {"current": "A", "releases": []}, [])
+    journal = state.local / "restore.json"
+    journal.write_text('{"backup": "b"}')
+    state.push()
+    on_server = server_folder(state) / "restore.json"
+    assert on_server.read_text() == '{"backup": "b"}' and stat.S_IMODE(on_server.stat().st_mode) & 0o077 == 0
+    journal.unlink()
+    state.pull()  # another machine's working copy: the restore under way is known there
+    assert journal.read_text() == '{"backup": "b"}'
+    journal.unlink()  # the restore finished
+    state.push()
+    assert not on_server.exists()
+    journal.write_text("{}")  # a journal of this machine's that the server does not have is not the truth
+    state.pull()
+    assert not journal.exists()
+
+
+def test_a_backup_only_the_server_has_is_fetched_by_name(state: ServerState) -> None:
+    write_local(state, {"current": None, "releases": []}, [])
+    taken = state.local / "backups" / "20260101-000001-A"
+    taken.mkdir(parents=True)
+    (taken / "manifest.json").write_text('{"release": "A"}')
+    (taken / "coordinator.tar").write_bytes(b"tar")
+    state.push(taken)
+    state.end()  # this machine keeps no backup
+    assert state.fetch_backup("20260101-000001-A")
+    assert (taken / "manifest.json").read_text() == '{"release": "A"}' and (
+        taken / "coordinator.tar"
+    ).read_bytes() == b"tar"
+    assert not state.fetch_backup("20260101-000002-missing")
+    assert not (state.local / "backups" / "20260101-000002-missing").exists()
+    assert not any(name.startswith(".") for name in os.listdir(state.local))
 
 
 def test_the_end_of_a_run_keeps_no_backup_here_unless_asked(state: ServerState) -> None:

@@ -28,7 +28,7 @@ import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -42,17 +42,18 @@ from deploycheck.engine.commands import CommandFailed, Runner
 from deploycheck.engine.images import split_reference
 from deploycheck.engine.ssh import LockHeld as RemoteLockHeld
 from deploycheck.engine.ssh import RemoteLock, SSHConnection, SSHError
-from deploycheck.engine.target import Builder, EngineUnreachable, Shipped, State
+from deploycheck.engine.target import Builder, EngineUnreachable, Shipped, State, docker_client
 from deploycheck.release import lock
-from deploycheck.request.environment import Environment
+from deploycheck.request.environment import RESTORE_JOURNAL, Environment
 
 # Until the connection is open, a command that would reach an engine reaches none (never this machine's).
 NOT_CONNECTED = "unix:///nonexistent/deploycheck-ssh-not-connected.sock"
 SHIP_TIMEOUT = 1800.0
 STATE_TIMEOUT = 600.0
 KEPT_BACKUPS = 10
-# The state files that travel between the server and the working copy; backups go one by one, when taken.
-STATE_ENTRIES = ("ledger.json", "configurations")
+# The state files that travel between the server and the working copy; backups go one by one, when taken. The
+# restore journal travels too, and so does its absence: a restore killed on one machine is finished from any.
+STATE_ENTRIES = ("ledger.json", "configurations", RESTORE_JOURNAL)
 
 
 class ServerLockHeld(lock.LockHeld):
@@ -117,7 +118,7 @@ class SSHTarget:
     def new_docker_client(self) -> DockerClient:
         connection = self.connected()
         try:
-            return docker.DockerClient(base_url=connection.docker_host)
+            return docker_client(connection.docker_host)
         except docker.errors.DockerException as error:
             raise EngineUnreachable(f"the Docker engine of {self.where} does not answer ({error})") from None
 
@@ -168,7 +169,7 @@ class SSHTarget:
         with self._lock:
             if self._builder is None:
                 try:
-                    client = docker.from_env()
+                    client = docker_client()
                     client.ping()
                 except docker.errors.DockerException as error:
                     raise EngineUnreachable(
@@ -208,7 +209,7 @@ class SSHTarget:
         """``docker save`` here piped into ``docker load`` on the server (its engine, through the connection)."""
         save = subprocess.Popen(
             ["docker", "save", *references],
-            env={**os.environ, **self.builder.runner.env},
+            env={**commands.environ_now(), **self.builder.runner.env},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -218,7 +219,7 @@ class SSHTarget:
         try:
             load = subprocess.run(
                 ["docker", "load", "-q"],
-                env={**os.environ, **self.runner.env},
+                env={**commands.environ_now(), **self.runner.env},
                 stdin=save.stdout,
                 capture_output=True,
                 timeout=SHIP_TIMEOUT,
@@ -297,14 +298,21 @@ if [ -d "$t/backups" ]; then
   for b in "$t"/backups/*; do [ -e "$b" ] || continue; rm -rf "$d/backups/${b##*/}"; mv "$b" "$d/backups/"; done
   ls -1 "$d/backups" | grep -v '\\.partial$' | sort | head -n "-$keep" | while read -r old; do rm -rf "$d/backups/$old"; done
 fi
+if [ -f "$t/restore.json" ]; then mv -f "$t/restore.json" "$d/restore.json"; else rm -f "$d/restore.json"; fi
 if [ -f "$t/ledger.json" ]; then mv -f "$t/ledger.json" "$d/ledger.json"; fi
 """
 
 # Sends the state folder's ledger and configurations as a tar (an empty one for a server that has none yet).
 _SEND = """set -e
 d="$1"; cd "$d" 2>/dev/null || { tar -cf - -T /dev/null; exit 0; }
-set --; for f in ledger.json configurations; do [ -e "$f" ] && set -- "$@" "$f"; done
+set --; for f in ledger.json configurations restore.json; do [ -e "$f" ] && set -- "$@" "$f"; done
 tar -cf - -T /dev/null "$@"
+"""
+
+# Sends one complete backup folder of the state folder as a tar (an empty one when the server has no such backup).
+_SEND_BACKUP = """set -e
+if cd "$1/backups" 2>/dev/null && [ -f "$2/manifest.json" ]; then exec tar -cf - "$2"; fi
+tar -cf - -T /dev/null
 """
 
 
@@ -324,9 +332,11 @@ class ServerState:
     def local(self) -> Path:
         return self.target.environment.state_dir
 
-    def pull(self) -> None:
-        """Replace the working copy's ledger and configurations with the server's (none there: none here)."""
-        incoming = self.local.parent / f".{self.local.name}.incoming-{os.getpid()}"
+    @contextlib.contextmanager
+    def _received(self, script: str, *args: str, beside: Path) -> Iterator[Path]:
+        """What ``script`` sends from the server as a tar, unpacked in a scratch folder beside ``beside`` (removed
+        after the block), for the caller to move into place."""
+        incoming = beside.parent / f".{beside.name}.incoming-{os.getpid()}"
         shutil.rmtree(incoming, ignore_errors=True)
         incoming.mkdir(parents=True, mode=0o700)
         try:
@@ -336,8 +346,16 @@ class ServerState:
                     archive.extractall(incoming, filter="data")
 
             self.target.connected().stream(
-                ["sh", "-c", _SEND, "sh", self.folder], receive=receive, timeout=STATE_TIMEOUT
+                ["sh", "-c", script, "sh", self.folder, *args], receive=receive, timeout=STATE_TIMEOUT
             )
+            yield incoming
+        finally:
+            shutil.rmtree(incoming, ignore_errors=True)
+
+    def pull(self) -> None:
+        """Replace the working copy's ledger, configurations and restore journal with the server's (none there:
+        none here)."""
+        with self._received(_SEND, beside=self.local) as incoming:
             self.local.mkdir(parents=True, exist_ok=True)
             for entry in STATE_ENTRIES:
                 here = self.local / entry
@@ -347,8 +365,6 @@ class ServerState:
                     here.unlink()
                 if (incoming / entry).exists():
                     os.replace(incoming / entry, here)
-        finally:
-            shutil.rmtree(incoming, ignore_errors=True)
 
     def push(self, backup: Path | None = None) -> None:
         """Write the working copy's ledger and configurations (and a backup just taken) to the server."""
@@ -363,6 +379,18 @@ class ServerState:
 
         argv = ["sh", "-c", _RECEIVE, "sh", self.folder, str(KEPT_BACKUPS)]
         self.target.connected().stream(argv, send=send, timeout=STATE_TIMEOUT)
+
+    def fetch_backup(self, name: str) -> bool:
+        """The server's backup ``name`` copied into the working copy's backups folder (a repair's restore on a
+        machine that did not take it); False when the server has no such backup."""
+        folder = self.target.environment.backups_dir
+        with self._received(_SEND_BACKUP, name, beside=folder) as incoming:
+            if not (incoming / name / "manifest.json").is_file():
+                return False
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            shutil.rmtree(folder / name, ignore_errors=True)
+            os.replace(incoming / name, folder / name)
+            return True
 
     def end(self) -> None:
         """The run's end: the server has everything; this machine keeps no backup unless told to."""

@@ -53,12 +53,14 @@ from deploycheck.engine import commands
 from deploycheck.engine.commands import CommandFailed
 from deploycheck.engine.compose import Compose
 from deploycheck.engine.containers import HELPER_PROJECT_LABEL, PROJECT_LABEL, project_containers, wait_healthy
-from deploycheck.engine.target import Target
+from deploycheck.engine.ssh import SSHError
+from deploycheck.engine.target import EngineUnreachable, Target
+from deploycheck.request.environment import RESTORE_JOURNAL
 
 KEEP = 10
 PARTIAL = ".partial"  # the suffix of a backup being written
 MANIFEST = "manifest.json"
-JOURNAL = "restore.json"  # in the environment's state folder, while a restore is under way
+JOURNAL = RESTORE_JOURNAL
 ROLE_LABEL = "org.deploycheck.role"
 HELPER_ROLE = "restore-helper"
 DATA_DIR = "/var/lib/postgresql/data"
@@ -339,8 +341,9 @@ def restore(target: Target, compose: Compose, folder: Path, *, release: str, why
     start = time.monotonic()
     manifest = json.loads((folder / MANIFEST).read_text())
     services: list[str] = manifest["services"]
-    journal_file = environment.state_dir / JOURNAL
+    journal_file = environment.restore_journal_file
     _write_journal(journal_file, Journal(folder.name, release, why, time.time()))
+    _journal_to_where_the_state_lives(target, journal_file)
     project = environment.compose_project
     remove_leftover_helpers(client, project)  # a killed restore's, still holding the volumes
     containers = project_containers(client, project)
@@ -360,7 +363,25 @@ def restore(target: Target, compose: Compose, folder: Path, *, release: str, why
     compose.start(services, timeout=environment.timeouts.stage)
     wait_healthy(client, project, services, environment.timeouts.stage, environment.all_secrets)
     _remove_journal(journal_file)  # every node is back and healthy: nothing left for a next run to finish
+    _journal_to_where_the_state_lives(target, journal_file)
     return time.monotonic() - start
+
+
+def _journal_to_where_the_state_lives(target: Target, journal_file: Path) -> None:
+    """The journal (or its end) written where the stack's state lives (a server keeps its own) before the restore
+    changes anything, so that a run killed on one machine is finished by the next run from any."""
+    try:
+        target.state.push()
+    except (CommandFailed, EngineUnreachable, SSHError) as error:
+        if journal_file.exists():
+            _remove_journal(journal_file)  # nothing was changed: nothing for a next run to finish
+            raise BackupFailed(
+                f"the restore did not start: its journal could not be written on {target.where} ({error})"
+            ) from None
+        raise BackupFailed(
+            f"the database is restored, but the end of its restore could not be written on {target.where} "
+            f"({error}): the next run restores the same backup again"
+        ) from None
 
 
 def archive_member_names(path: Path) -> list[str]:

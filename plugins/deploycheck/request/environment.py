@@ -33,6 +33,7 @@ VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
 MAX_WORKERS = 32
 STATE_FOLDER = ".deploycheck"
+RESTORE_JOURNAL = "restore.json"  # in an environment's state folder (and a server's), while a restore is under way
 
 __all__ = ["DEFAULT_FILE", "ConfigError", "Environment", "load"]
 
@@ -247,6 +248,12 @@ class Proxy:
     )
     failure_probe: FailureProbe | None = setting(
         "a path that fails a real upstream connection, asked from inside the proxy (optional)", default=None
+    )
+    routes_file: str = setting(
+        "the file in the proxy's container where deploycheck writes which container each route goes to (README: "
+        "Zero downtime); '' = none: the services it routes to are replaced in place",
+        default="/etc/nginx/deploycheck/routes.conf",
+        check=lambda value: None if value == "" else _path(value),
     )
 
 
@@ -477,6 +484,11 @@ class Environment:
     @property
     def ledger_file(self) -> Path:
         return self.state_dir / "ledger.json"
+
+    @property
+    def restore_journal_file(self) -> Path:
+        """There while a restore of the database is under way: what a killed run leaves for the next to finish."""
+        return self.state_dir / RESTORE_JOURNAL
 
     @property
     def configurations_dir(self) -> Path:
