@@ -224,3 +224,27 @@ def test_a_started_command_runs_in_a_session_of_its_own_until_its_stdin_ends() -
 def test_a_started_command_that_is_not_installed_is_a_failed_command() -> None:
     with pytest.raises(CommandFailed, match="cannot run: no-such-program-dc is not installed"):
         Runner().start(Command(("no-such-program-dc",)))
+
+
+class ExecContainer:
+    """A container whose exec answers as the engine did: its exit code and (stdout, stderr)."""
+
+    def __init__(self, code: int, stdout: bytes, stderr: bytes = b"") -> None:
+        self.answer = (code, (stdout, stderr))
+
+    def exec_run(self, command: object, **_: object) -> tuple[int, tuple[bytes, bytes]]:
+        return self.answer
+
+
+def test_an_exec_the_runtime_refused_is_a_failed_command_not_the_commands_verdict() -> None:
+    # The engine's answer when the container stopped after it was looked at (a CI run's nginx -t, 2026-12-01).
+    refused = ExecContainer(
+        126, b"OCI runtime exec failed: exec failed: cannot exec in a stopped container: unknown\r\n"
+    )
+    result = Runner().exec(refused, Command(("nginx", "-t")), check=False)
+    assert result.returncode == -1 and "cannot exec in a stopped container" in result.output
+    # A command's own 126 stays its own.
+    own = ExecContainer(126, b"", b"sh: 1: ./migrate: Permission denied\n")
+    assert Runner().exec(own, Command(("sh", "-c", "./migrate")), check=False).returncode == 126
+    rejected = ExecContainer(1, b"", b'nginx: [emerg] unknown directive "x"\n')
+    assert Runner().exec(rejected, Command(("nginx", "-t")), check=False).returncode == 1

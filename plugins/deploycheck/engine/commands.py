@@ -17,6 +17,7 @@ if it has not stopped within ``INTERRUPT_GRACE_SECONDS``.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import docker.errors
 from docker.models.containers import Container
@@ -100,12 +102,33 @@ class Command:
 class Result:
     command: Command
     returncode: int
-    stdout: str
+    stdout: str  # masked, as everything the runner keeps or raises
     stderr: str
+    printed: str = field(default="", repr=False, compare=False)  # stdout as printed, for ``data`` only
 
     @property
     def output(self) -> str:
         return self.stdout + self.stderr
+
+    def data(self) -> Any:
+        """The JSON the command printed, parsed from its stdout as printed. Masking is for text a person reads:
+        in data it would rewrite any name or path a secret's value is part of (a password ``postgres`` in
+        ``/var/lib/postgresql``). The caller keeps only fields that hold no secret, and masks any sentence it
+        makes of them."""
+        return json.loads(self.printed)
+
+
+def environ_now(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment (or ``environ``) as it is now, read safely from any thread. pytest's main
+    thread sets and removes PYTEST_CURRENT_TEST at every phase of every test, and a copy of ``os.environ`` lists
+    its keys before it reads them: a background probe's copy could fail with KeyError: 'PYTEST_CURRENT_TEST'
+    (seen in a check over SSH). A copy that met such a change is made again."""
+    source = os.environ if environ is None else environ
+    while True:
+        try:
+            return dict(source)
+        except (KeyError, RuntimeError):  # a key removed, or added, while the copy was made
+            continue
 
 
 class Runner:
@@ -133,7 +156,7 @@ class Runner:
 
     def _child_env(self, command: Command) -> dict[str, str]:
         return {
-            **os.environ,
+            **environ_now(),
             **self.env,
             **command.env,
             **{key: value.reveal() for key, value in command.secret_env.items()},
@@ -170,7 +193,9 @@ class Runner:
         except BaseException:  # Ctrl+C or SIGTERM (as KeyboardInterrupt), or an error, while the child runs
             _stop_interrupted(process)
             raise
-        result = Result(command, process.returncode, self._masked(command, stdout), self._masked(command, stderr))
+        result = Result(
+            command, process.returncode, self._masked(command, stdout), self._masked(command, stderr), stdout
+        )
         return self._check(result, check)
 
     def start(self, command: Command, *, capture: bool = False) -> subprocess.Popen[bytes]:
@@ -208,13 +233,25 @@ class Runner:
         except docker.errors.APIError as error:
             return self._check(Result(command, -1, "", self._masked(command, str(error.explanation))), check)
         stdout, stderr = output if isinstance(output, tuple) else (output, b"")
-        result = Result(
-            command,
-            int(code if code is not None else -1),
-            self._masked(command, (stdout or b"").decode(errors="replace")),
-            self._masked(command, (stderr or b"").decode(errors="replace")),
-        )
+        printed = (stdout or b"").decode(errors="replace")
+        errors = (stderr or b"").decode(errors="replace")
+        returncode = int(code if code is not None else -1)
+        if returncode == EXEC_NOT_STARTED and (_runtime_refused(printed) or _runtime_refused(errors)):
+            # The engine's words, not the command's: the container stopped between our look and the exec.
+            returncode = -1
+        result = Result(command, returncode, self._masked(command, printed), self._masked(command, errors), printed)
         return self._check(result, check)
+
+
+# The exit code the engine gives an exec whose process its runtime could not start; a command's own 126 (a file
+# it cannot execute) comes without the runtime's words, so both are needed.
+EXEC_NOT_STARTED = 126
+
+
+def _runtime_refused(output: str) -> bool:
+    """The engine wrote its runtime's refusal into the exec's stream: "OCI runtime exec failed: ...", as when the
+    container stopped after the exec was created ("cannot exec in a stopped container")."""
+    return output.lstrip().startswith("OCI runtime exec failed")
 
 
 # --- the commands, on this machine ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import docker
 
-from deploycheck.engine.containers import PROJECT_LABEL, State, project_containers
+from deploycheck.engine.containers import PROJECT_LABEL, State, project_containers, run_own_healthcheck
 from deploycheck.record.life import BackupListed, TenantListed
 from deploycheck.release.backup import MANIFEST, complete_backups
 from deploycheck.release.ledger import Ledger, LedgerError
@@ -92,11 +92,17 @@ def tenant_status(
             detail = detail or ("torn down, its volumes purged" if torn_down else "")
         return TenantListed(tenant, name, project, status, ports, None, detail)
     states = {service: State.of(container) for service, container in containers.items()}
-    wrong = {
-        service: state
-        for service, state in states.items()
-        if state.status != "running" or state.health not in ("healthy", None)
-    }
+
+    def healthy(service: str, state: State) -> bool:
+        if state.status != "running":
+            return False
+        # Still "starting" by the engine's clock (its first check comes one interval after the start): its own
+        # healthcheck, run now, says what the deploy's wait and the health check would.
+        return state.health in ("healthy", None) or (
+            state.health == "starting" and run_own_healthcheck(containers[service])
+        )
+
+    wrong = {service: state for service, state in states.items() if not healthy(service, state)}
     if not wrong:
         status = "running"
     elif all(state.status != "running" for state in states.values()):
