@@ -100,7 +100,7 @@ def _assert_a_is_back(
     assert rollback["performed"] is True and rollback["outcome"] == "passed", rollback
     assert rollback["restored_release"] == "A"
     assert any("verified release A" in action for action in rollback["actions"]), rollback["actions"]
-    api = f"http://127.0.0.1:{deploy.ports[1]}"
+    api = deploy.api
     assert requests.get(f"{api}/version", timeout=10).json()["release"] == "A"
     assert requests.get(f"http://127.0.0.1:{deploy.ports[2]}/ready", timeout=10).status_code == 200
     stores_after, orders_after = row_ids(deploy)
@@ -157,12 +157,27 @@ def test_worker_stopped_during_the_citus_stage(matrix: Matrix, from_a: tuple[set
 
 
 def test_worker_killed_during_the_checks(matrix: Matrix, from_a: tuple[set[int], set[int]]) -> None:
-    code, output = matrix.deploy.run_until(
-        "checks/test_http.py",
-        lambda process: _container(matrix, "worker-2").kill(),
-        "--release=B-worker-killed",
-    )
+    worker = _container(matrix, "worker-2")
+
+    def kill_worker(process: subprocess.Popen[str]) -> None:
+        # The checks take about half a second: hold the run until the engine says the worker is dead, so the
+        # checks still to run meet it dead (an unheld kill once landed after the last check, and the run passed).
+        process.send_signal(signal.SIGSTOP)
+        try:
+            worker.kill()
+            worker.wait(timeout=30)
+        finally:
+            process.send_signal(signal.SIGCONT)
+
+    try:
+        code, output = matrix.deploy.run_until("checks/test_http.py", kill_worker, "--release=B-worker-killed")
+    finally:
+        worker.reload()
+        back_after_the_run = worker.status == "running"
+        if not back_after_the_run:  # the next cases start from A, not from this case's dead worker
+            worker.start()
     assert code == 1, output[-5000:]
+    assert back_after_the_run, "the rollback must start the killed worker again"
     summary = _assert_a_is_back(matrix, output, from_a)
     assert all(s["outcome"] == "passed" for s in summary["stages"]), summary["stages"]
     failed = summary["failed_checks"]
