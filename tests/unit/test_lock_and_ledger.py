@@ -58,15 +58,6 @@ def test_a_child_process_does_not_inherit_the_lock(tmp_path: Path) -> None:
     assert opened.returncode == 0 and str(path) not in opened.stdout
 
 
-def test_the_module_release_frees_only_a_lock_this_process_holds(tmp_path: Path) -> None:
-    path = tmp_path / "stack.lock"
-    lock.release(path)  # not held: nothing to do
-    lock.acquire(path)
-    lock.release(path)
-    assert not path.exists()
-    lock.acquire(path).release()
-
-
 @pytest.mark.parametrize(
     ("content", "named"),
     [

@@ -190,11 +190,6 @@ def _write_description(fd: int, holder: Holder) -> None:
     os.fsync(fd)
 
 
-# The locks this process holds, by path: kept here so that nothing but ``release`` closes their files.
-_held: dict[Path, HeldLock] = {}
-_held_guard = threading.Lock()
-
-
 class HeldLock:
     """A lock this process holds, until ``release()`` (or the end of a ``with`` block, or of the process)."""
 
@@ -203,6 +198,7 @@ class HeldLock:
         self.holder = holder
         self._fd: int | None = fd
         self._owner_pid = os.getpid()
+        self._guard = threading.Lock()
 
     @property
     def held(self) -> bool:
@@ -210,10 +206,8 @@ class HeldLock:
 
     def release(self) -> None:
         """Remove the lock file and free the lock; a second call does nothing."""
-        with _held_guard:
+        with self._guard:  # one release closes the file, whichever thread calls first
             fd, self._fd = self._fd, None
-            if _held.get(self.path) is self:
-                del _held[self.path]
         if fd is None:
             return
         try:
@@ -283,17 +277,6 @@ def acquire(path: Path) -> HeldLock:
                 f"cannot write the deploy lock {path} ({error.strerror}): free space or fix the permissions of "
                 f"{path.parent}."
             ) from None
-        held = HeldLock(path, fd, holder)
-        with _held_guard:
-            _held[path] = held
-        return held
+        return HeldLock(path, fd, holder)
     # Only a storm of takers and releasers, each removing the file just as it is opened, gets here.
     raise LockHeld(path, read(path))
-
-
-def release(path: Path) -> None:
-    """Release the lock at ``path`` if this process holds it (through ``acquire``); otherwise do nothing."""
-    with _held_guard:
-        held = _held.get(path)
-    if held is not None:
-        held.release()
