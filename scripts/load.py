@@ -33,7 +33,8 @@ gets a reset (the keep-alive race of RFC 9112 section 9.3.1). Browsers and Go's 
 again on a new connection; ``requests`` does not. A reused connection would have the load measure that race
 in its own client, not what the stack answered.
 
-Standard library and ``requests`` only: the benchmark (scripts/benchmark.py) and end-to-end tests both use it.
+The standard library, ``requests`` and deploycheck's own poll-with-deadline (``engine.polling``): the benchmark
+(scripts/benchmark.py) and end-to-end tests both use it.
 """
 
 from __future__ import annotations
@@ -48,14 +49,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
+
+from deploycheck.engine.polling import poll
 
 KINDS = ("health", "read", "write")
 DEFAULT_RATES: Mapping[str, float] = {"health": 10.0, "read": 10.0, "write": 5.0}
 DEFAULT_TIMEOUT = 5.0
 FIRST_FAILURES = 5
+T = TypeVar("T")
 
 
 class LoadError(Exception):
@@ -400,52 +404,66 @@ class BoundedLoad:
     # -- the store, and the writes' verification -----------------------------------------------------------
 
     def _create_store(self) -> int:
-        deadline = time.monotonic() + self.setup_timeout
-        last = "nothing answered"
-        with requests.Session() as http:
-            while True:
-                try:
-                    response = http.post(
-                        f"{self.base_url}/stores",
-                        json={"name": self.store_name},
-                        headers={"Authorization": f"Bearer {self._token}"},
-                        timeout=self.timeout,
-                    )
-                    if response.status_code == 201:
-                        return int(response.json()["id"])
-                    last = f"status {response.status_code}"
-                except (requests.RequestException, ValueError, KeyError, TypeError) as error:
-                    last = type(error).__name__
-                if time.monotonic() > deadline:
-                    raise LoadError(
-                        f"no store could be created through {self.base_url} in {self.setup_timeout:.0f} s "
-                        f"(last: {last}): is the stack up and the token right?"
-                    )
-                time.sleep(0.5)
+        def ask(http: requests.Session) -> int | str:
+            response = http.post(
+                f"{self.base_url}/stores",
+                json={"name": self.store_name},
+                headers={"Authorization": f"Bearer {self._token}"},
+                timeout=self.timeout,
+            )
+            return int(response.json()["id"]) if response.status_code == 201 else f"status {response.status_code}"
+
+        return _retried(
+            ask,
+            self.setup_timeout,
+            lambda last: (
+                f"no store could be created through {self.base_url} in {self.setup_timeout:.0f} s "
+                f"(last: {last}): is the stack up and the token right?"
+            ),
+        )
 
     def _verify_writes(self) -> set[int]:
         """The orders acknowledged so far that ``GET /stores/{id}/orders`` does not list (retried until it
         answers 200, or 404: a store that is gone lists nothing)."""
         acknowledged = {r.order_id for r in self.records if r.order_id is not None}
-        deadline = time.monotonic() + self.verify_timeout
-        last = "nothing answered"
-        with requests.Session() as http:
-            while True:
-                try:
-                    response = http.get(f"{self.base_url}/stores/{self.store_id}/orders", timeout=self.timeout)
-                    if response.status_code == 404:
-                        return lost_writes(acknowledged, ())
-                    if response.status_code == 200:
-                        return lost_writes(acknowledged, (int(order["id"]) for order in response.json()))
-                    last = f"status {response.status_code}"
-                except (requests.RequestException, ValueError, KeyError, TypeError) as error:
-                    last = type(error).__name__
-                if time.monotonic() > deadline:
-                    raise LoadError(
-                        f"the orders of store {self.store_id} could not be listed through {self.base_url} in "
-                        f"{self.verify_timeout:.0f} s (last: {last}): the acknowledged writes cannot be verified"
-                    )
-                time.sleep(0.5)
+
+        def ask(http: requests.Session) -> set[int] | str:
+            response = http.get(f"{self.base_url}/stores/{self.store_id}/orders", timeout=self.timeout)
+            if response.status_code == 404:
+                return lost_writes(acknowledged, ())
+            if response.status_code == 200:
+                return lost_writes(acknowledged, (int(order["id"]) for order in response.json()))
+            return f"status {response.status_code}"
+
+        return _retried(
+            ask,
+            self.verify_timeout,
+            lambda last: (
+                f"the orders of store {self.store_id} could not be listed through {self.base_url} in "
+                f"{self.verify_timeout:.0f} s (last: {last}): the acknowledged writes cannot be verified"
+            ),
+        )
+
+
+def _retried(ask: Callable[[requests.Session], T | str], seconds: float, sentence: Callable[[str], str]) -> T:
+    """``ask`` on one session, every 0.5 s for ``seconds``, until it returns its value; a string it returns, or a
+    request or JSON error, is why not yet. Then a LoadError with ``sentence(the last why)``."""
+    last = "nothing answered"
+    with requests.Session() as http:
+
+        def attempt() -> T | None:
+            nonlocal last
+            try:
+                answer = ask(http)
+            except (requests.RequestException, ValueError, KeyError, TypeError) as error:
+                last = type(error).__name__
+                return None
+            if isinstance(answer, str):
+                last = answer
+                return None
+            return answer
+
+        return poll(attempt, seconds=seconds, every=0.5, timed_out=lambda: LoadError(sentence(last)))
 
 
 def _root_cause(error: BaseException) -> str | None:
