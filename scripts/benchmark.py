@@ -197,7 +197,7 @@ class Bench:
     """One benchmark environment: its name, Compose project, ports and compose overrides."""
 
     name: str
-    ports: tuple[int, int, int]
+    ports: tuple[int, int]  # the stack's fixed host ports: the coordinator's, the proxy's
     workers: int = 2
     overrides: tuple[Path, ...] = ()
     stage_timeout: int = 300
@@ -215,8 +215,8 @@ class Bench:
 
     def toml(self) -> str:
         files = [str(ROOT / "stack" / "compose.yaml"), *map(str, self.overrides)]
-        coordinator, api, proxy = self.ports
-        ports = f'COORDINATOR_PORT = "{coordinator}", API_PORT = "{api}", PROXY_PORT = "{proxy}"'
+        coordinator, proxy = self.ports
+        ports = f'COORDINATOR_PORT = "{coordinator}", PROXY_PORT = "{proxy}"'
         return textwrap.dedent(
             f"""
             [environments.bench-{self.name}]
@@ -622,7 +622,7 @@ def served_release(bench: Bench) -> str | None:
     there may be two API containers during a swap), the proxy's is the bench's."""
     import requests
 
-    answer = requests.get(f"http://127.0.0.1:{bench.ports[2]}/version", timeout=10).json()
+    answer = requests.get(f"http://127.0.0.1:{bench.ports[1]}/version", timeout=10).json()
     return answer.get("release") if isinstance(answer, dict) else None
 
 
@@ -772,7 +772,7 @@ def scenario_downtime(runner: Runner, results: Results, runs: int) -> None:
         runner.reset(bench)
         runner.must_pass(results.note_run(runner.pytest(bench, "--release=A")), "deploying release A")
         try:
-            with BoundedLoad(f"http://127.0.0.1:{bench.ports[2]}", runner.secret_env[TOKEN_VARIABLE]) as load:
+            with BoundedLoad(f"http://127.0.0.1:{bench.ports[1]}", runner.secret_env[TOKEN_VARIABLE]) as load:
                 with load.window("green"):
                     run = runner.must_pass(results.note_run(runner.pytest(bench, "--release=B")), "deploying B")
                 walls["green"].append(run.wall)
@@ -1009,15 +1009,15 @@ def benches(workdir: Path) -> list[Bench]:
     failfast = failfast_overrides(workdir)
     releases = workdir / "releases.yaml"
     found = [
-        Bench("green", (41101, 41102, 41103), workdir=workdir),
-        Bench("upwait", (41111, 41112, 41113), workdir=workdir),
-        Bench("exits-worker", (41201, 41202, 41203), overrides=(failfast["worker"][2],), workdir=workdir),
-        Bench("exits-api", (41211, 41212, 41213), overrides=(failfast["api"][2],), workdir=workdir),
+        Bench("green", (41101, 41103), workdir=workdir),
+        Bench("upwait", (41111, 41113), workdir=workdir),
+        Bench("exits-worker", (41201, 41203), overrides=(failfast["worker"][2],), workdir=workdir),
+        Bench("exits-api", (41211, 41213), overrides=(failfast["api"][2],), workdir=workdir),
         # B's /ready never answers 200: the services stage fails at its deadline (not part of the figure).
-        Bench("rollback", (41301, 41302, 41303), overrides=(releases,), stage_timeout=15, workdir=workdir),
+        Bench("rollback", (41301, 41303), overrides=(releases,), stage_timeout=15, workdir=workdir),
         Bench(
             "restore",
-            (41311, 41312, 41313),
+            (41311, 41313),
             overrides=(releases,),
             stage_timeout=15,
             migrations_dir=migrations,
@@ -1030,20 +1030,17 @@ def benches(workdir: Path) -> list[Bench]:
     found.append(
         Bench(
             "downtime",
-            (41501, 41502, 41503),
+            (41501, 41503),
             overrides=(workdir / DOWNTIME_RELEASES,),
             stage_timeout=15,
             migrations_dir=downtime_migrations,
             workdir=workdir,
         )
     )
-    strict = Bench("upwait-1s", (41121, 41122, 41123), workdir=workdir)
+    strict = Bench("upwait-1s", (41121, 41123), workdir=workdir)
     strict.overrides = (one_second_ticks(workdir, strict.workers),)  # every worker it has, checked every 1 s
     found.append(strict)
-    found += [
-        Bench(f"scale-{n}", (41400 + 10 * n + 1, 41400 + 10 * n + 2, 41400 + 10 * n + 3), n, workdir=workdir)
-        for n in SCALE_WORKERS
-    ]
+    found += [Bench(f"scale-{n}", (41400 + 10 * n + 1, 41400 + 10 * n + 3), n, workdir=workdir) for n in SCALE_WORKERS]
     return found
 
 

@@ -63,7 +63,7 @@ class Deploy:
     name: str
     project: str
     directory: Path
-    ports: list[int]
+    ports: list[int]  # the stack's fixed host ports: the coordinator's, the proxy's (the API's is the engine's pick)
 
     @property
     def env_file(self) -> Path:
@@ -89,8 +89,8 @@ class Deploy:
     ) -> None:
         """The reference stack's environment on this case's project and ports; ``extra``: more keys of its table."""
         files = [str(ROOT / "stack" / "compose.yaml"), *overrides]
-        coordinator, api, proxy = self.ports
-        ports = f'COORDINATOR_PORT = "{coordinator}", API_PORT = "{api}", PROXY_PORT = "{proxy}"'
+        coordinator, proxy = self.ports
+        ports = f'COORDINATOR_PORT = "{coordinator}", PROXY_PORT = "{proxy}"'
         self.env_file.write_text(
             f"""
 [environments.{self.name}]
@@ -205,7 +205,7 @@ secrets = {{ db_password = "DEPLOYCHECK_E2E_DB_PASSWORD", api_token = "DEPLOYCHE
 
     @property
     def proxy(self) -> str:
-        return f"http://127.0.0.1:{self.ports[2]}"
+        return f"http://127.0.0.1:{self.ports[1]}"
 
     def volumes(self) -> list[str]:
         client = docker.from_env()
@@ -250,7 +250,7 @@ def remove_project(project: str) -> None:
 @pytest.fixture
 def deploy(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deploy]:
     name = request.node.name.removeprefix("test_").replace("_", "-")[:30]
-    case = Deploy(name=name, project=f"dce2e-{name}-{os.getpid()}", directory=tmp_path, ports=free_ports(3))
+    case = Deploy(name=name, project=f"dce2e-{name}-{os.getpid()}", directory=tmp_path, ports=free_ports(2))
     case.write_environment()
     yield case
     remove_project(case.project)

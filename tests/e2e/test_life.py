@@ -22,7 +22,7 @@ from tests.e2e.conftest import Deploy, coordinator_sql, remove_project
 pytestmark = pytest.mark.e2e
 
 RELEASE = "--release=dclife-e2e"  # this helper's own image tags (deploycheck/api:dclife-e2e)
-PORTS = {"diagnose": [47800, 47801, 47802], "teardown": [47803, 47804, 47805], "restore": [47806, 47807, 47808]}
+PORTS = {"diagnose": [47800, 47801], "teardown": [47803, 47804], "restore": [47806, 47807]}
 STAGES = ["plan", "preflight", "images", "backup", "rehearsal", "database", "citus", "migrations", "services", "proxy"]
 
 
@@ -88,7 +88,7 @@ def test_diagnose_a_healthy_stack_then_one_with_a_stopped_worker(stack: Deploy) 
             "dclife-e2e",
         ), name
         assert state["image_id"].startswith("sha256:") and all(c["ok"] for c in state["connectivity"]), state
-    coordinator, _, proxy = stack.ports
+    coordinator, proxy = stack.ports
     assert services["coordinator"]["ports"] == [f"127.0.0.1:{coordinator}->5432/tcp"]
     assert {(c["from"], c["to"]) for c in services["api"]["connectivity"]} == {
         ("this machine", f"api directly: {stack.api}/ready"),  # the port the engine picked

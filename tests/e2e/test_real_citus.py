@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deploy]:
     directory = tmp_path_factory.mktemp("citus")
-    deploy = Deploy(name="real-citus", project=f"dce2e-citus-{os.getpid()}", directory=directory, ports=free_ports(3))
+    deploy = Deploy(name="real-citus", project=f"dce2e-citus-{os.getpid()}", directory=directory, ports=free_ports(2))
     deploy.write_environment(stage_timeout=60)
     first = deploy.run("--release=A")
     assert first.returncode == 0, first.stdout[-5000:]

@@ -79,7 +79,7 @@ class Case:
 @pytest.fixture(scope="module")
 def case(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Case]:
     directory = tmp_path_factory.mktemp("finishes")
-    deploy = Deploy(name="finishes", project=f"dce2e-finishes-{os.getpid()}", directory=directory, ports=free_ports(3))
+    deploy = Deploy(name="finishes", project=f"dce2e-finishes-{os.getpid()}", directory=directory, ports=free_ports(2))
     client = docker.from_env()
     image = tag_release_images(directory, good=GOOD_RELEASES, broken=BROKEN)
     for release in B_RELEASES:
@@ -145,7 +145,7 @@ def assert_previous_serves_with_its_rows(
     assert rollback["performed"] is True and rollback["outcome"] == "passed", (rollback, output[-5000:])
     assert rollback["database_restored"] is True and rollback["restored_release"] == previous
     assert requests.get(f"{deploy.api}/version", timeout=10).json()["release"] == previous
-    assert requests.get(f"http://127.0.0.1:{deploy.ports[2]}/ready", timeout=10).status_code == 200
+    assert requests.get(f"http://127.0.0.1:{deploy.ports[1]}/ready", timeout=10).status_code == 200
     rows_after = row_ids(deploy)
     assert rows_after == rows_before, "the database must be exactly as before B"
     assert coordinator_sql(deploy, "SELECT to_regclass('release_b_audit') IS NULL") == "t", (

@@ -61,7 +61,7 @@ class Matrix:
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
     directory = tmp_path_factory.mktemp("matrix")
-    deploy = Deploy(name="matrix", project=f"dce2e-matrix-{os.getpid()}", directory=directory, ports=free_ports(3))
+    deploy = Deploy(name="matrix", project=f"dce2e-matrix-{os.getpid()}", directory=directory, ports=free_ports(2))
     client = docker.from_env()
     client.images.get(resolved_citus_image()).tag(*split_reference(CITUS_IMAGE))
     image = tag_release_images(directory, good=GOOD_RELEASES, broken="B-never-ready")
@@ -102,7 +102,7 @@ def _assert_a_is_back(
     assert any("verified release A" in action for action in rollback["actions"]), rollback["actions"]
     api = deploy.api
     assert requests.get(f"{api}/version", timeout=10).json()["release"] == "A"
-    assert requests.get(f"http://127.0.0.1:{deploy.ports[2]}/ready", timeout=10).status_code == 200
+    assert requests.get(f"http://127.0.0.1:{deploy.ports[1]}/ready", timeout=10).status_code == 200
     stores_after, orders_after = row_ids(deploy)
     assert rows_before[0] <= stores_after and rows_before[1] <= orders_after, "rows written before B were lost"
     report = (deploy.reports / "report.html").read_text()

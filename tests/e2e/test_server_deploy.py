@@ -105,7 +105,7 @@ def on_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnServer]:
     client = docker.from_env()
     work = tmp_path_factory.mktemp("server")
     server = start_server(client, f"dce2e-srv-{os.getpid()}", PORTS(), work / "keys")
-    ports = free_ports(3)  # the stack's ports on the server's loopback (numbers of this machine's, unused here)
+    ports = free_ports(2)  # the stack's ports on the server's loopback (numbers of this machine's, unused here)
     operator = Deploy("server", PROJECT, work / "operator", ports)
     second = Deploy("server", PROJECT, work / "second", ports)
     for deploy in (operator, second):

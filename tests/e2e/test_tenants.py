@@ -48,7 +48,7 @@ citus_image = "{CITUS_IMAGE}"
 timeouts = {{ stage = 120, check = 10 }}
 secrets = {{ db_password = "DCLIFE_STORE_DB_PASSWORD", api_token = "DCLIFE_STORE_API_TOKEN" }}
 generate_missing_secrets = true
-tenants = {{ ports = "{PORTS}", port_variables = ["COORDINATOR_PORT", "API_PORT", "PROXY_PORT"] }}
+tenants = {{ ports = "{PORTS}", port_variables = ["COORDINATOR_PORT", "PROXY_PORT"] }}
 
 [environments.store.stack.database]
 worker_count = 1

@@ -221,7 +221,7 @@ class Reference:
 
     @property
     def proxy(self) -> str:
-        return f"http://127.0.0.1:{self.deploy.ports[2]}"
+        return f"http://127.0.0.1:{self.deploy.ports[1]}"
 
     def connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         """A session as a client of the stack gets it (the fence applies to it)."""
@@ -254,7 +254,7 @@ class Reference:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
     directory = tmp_path_factory.mktemp("fence")
-    deploy = Deploy(name="fence", project=f"{PREFIX}-fence-{os.getpid()}", directory=directory, ports=free_ports(3))
+    deploy = Deploy(name="fence", project=f"{PREFIX}-fence-{os.getpid()}", directory=directory, ports=free_ports(2))
     for release, fault in ((A, ""), (B, NO_DOCS), (C, ""), (D, "")):
         api_release(directory, release, fault)
     migrations = directory / "migrations"

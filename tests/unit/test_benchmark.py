@@ -158,7 +158,7 @@ def test_the_downtime_scenario_is_wired_and_has_its_own_ports(tmp_path: Path) ->
     assert "downtime" in SCENARIOS and set(SCENARIO_FUNCTIONS) == set(SCENARIOS)
     found = {b.name: b for b in benches(tmp_path)}
     downtime = found["downtime"]
-    assert downtime.ports == (41501, 41502, 41503) and downtime.stage_timeout == 15
+    assert downtime.ports == (41501, 41503) and downtime.stage_timeout == 15
     assert downtime.migrations_dir != found["restore"].migrations_dir  # its migration is its own
     assert len({b.ports for b in found.values()}) == len(found)
 
