@@ -205,10 +205,15 @@ class Window:
     stats: WindowStats | None = None
 
 
+Send = Callable[[requests.Session, int], requests.Response]
+Answered = Callable[[str, float, requests.Response | Exception], None]
+
+
 @dataclass
 class _Kind:
     name: str
     rate: float
+    send: Send
     pool: ThreadPoolExecutor
     thread: threading.Thread | None = None
     sent: int = 0
@@ -236,6 +241,84 @@ class _Sessions:
             for session in self.every:
                 session.close()
             self.every.clear()
+
+
+class OpenLoop:
+    """Requests of several kinds, each sent every 1/rate s on a fixed schedule by a small pool of its own, open
+    loop: a slow answer never lowers the rate (a pool holds ``rate x (timeout + 1)`` requests in flight). Each
+    request's answer, or the exception that ended it, goes to ``answered(kind, started, outcome)`` on the pool's
+    thread (``started``: ``time.monotonic()`` before it was sent); ``send(session, n)`` gets the
+    kind's own count and a session of the pool thread's own."""
+
+    def __init__(self, sends: Mapping[str, tuple[float, Send]], timeout: float, answered: Answered) -> None:
+        self._answered = answered
+        self._kinds = [
+            _Kind(name, rate, send, ThreadPoolExecutor(max(2, math.ceil(rate * (timeout + 1))), f"load-{name}"))
+            for name, (rate, send) in sends.items()
+        ]
+        self._in_flight: dict[int, float] = {}  # ticket -> when it was due
+        self._tickets = 0
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._sessions = _Sessions()
+
+    @property
+    def running(self) -> bool:
+        return any(kind.thread is not None for kind in self._kinds) and not self._stop.is_set()
+
+    def start(self) -> None:
+        for kind in self._kinds:
+            kind.thread = threading.Thread(target=self._schedule, args=(kind,), name=f"load-{kind.name}", daemon=True)
+            kind.thread.start()
+
+    def stop(self) -> None:
+        """Send no more; wait for the requests in flight (each ends by its timeout), then close the sessions."""
+        self._stop.set()
+        for kind in self._kinds:
+            if kind.thread is not None:
+                kind.thread.join()
+            kind.pool.shutdown(wait=True)
+        self._sessions.close()
+
+    def wait_for_answers(self, until: float, seconds: float) -> None:
+        """Until every request due before ``until`` has been answered; a LoadError after ``seconds``."""
+        deadline = time.monotonic() + seconds
+        with self._changed:
+            while any(due < until for due in self._in_flight.values()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise LoadError(f"requests sent before {until:.1f} still have no answer {seconds:.0f} s later")
+                self._changed.wait(left)
+
+    def _schedule(self, kind: _Kind) -> None:
+        """Submit one request every 1/rate s on a fixed schedule: late ticks are caught up, never skipped."""
+        interval = 1.0 / kind.rate
+        due = time.monotonic()
+        while not self._stop.is_set():
+            wait = due - time.monotonic()
+            if wait > 0 and self._stop.wait(wait):
+                break
+            kind.sent += 1
+            with self._changed:
+                self._tickets += 1
+                ticket = self._tickets
+                self._in_flight[ticket] = due
+            kind.pool.submit(self._send, ticket, kind, kind.sent)
+            due += interval
+
+    def _send(self, ticket: int, kind: _Kind, number: int) -> None:
+        started = time.monotonic()
+        outcome: requests.Response | Exception
+        try:
+            outcome = kind.send(self._sessions.get(), number)
+        except Exception as error:  # every request is answered for, whatever ended it
+            outcome = error
+        try:
+            self._answered(kind.name, started, outcome)
+        finally:
+            with self._changed:  # after its record: a wait for answers then finds it recorded
+                self._in_flight.pop(ticket, None)
+                self._changed.notify_all()
 
 
 class BoundedLoad:
@@ -271,13 +354,9 @@ class BoundedLoad:
         self.store_id: int | None = None
         self.windows: dict[str, WindowStats] = {}
         self._records: list[Recorded] = []
-        self._in_flight: dict[int, float] = {}  # ticket -> when it was due
-        self._tickets = 0
+        self._recorded = threading.Lock()
         self._lost: set[int] = set()
-        self._changed = threading.Condition()
-        self._stop = threading.Event()
-        self._sessions = _Sessions()
-        self._kinds: list[_Kind] = []
+        self._loop: OpenLoop | None = None
 
     def __repr__(self) -> str:  # never the token
         return f"BoundedLoad({self.base_url!r}, rates={self.rates})"
@@ -286,13 +365,9 @@ class BoundedLoad:
 
     def __enter__(self) -> BoundedLoad:
         self.store_id = self._create_store()
-        for kind in self.kinds:
-            rate = self.rates[kind]
-            pool = ThreadPoolExecutor(max(2, math.ceil(rate * (self.timeout + 1))), thread_name_prefix=f"load-{kind}")
-            self._kinds.append(_Kind(kind, rate, pool))
-        for each in self._kinds:
-            each.thread = threading.Thread(target=self._schedule, args=(each,), name=f"load-{each.name}", daemon=True)
-            each.thread.start()
+        sends = {kind: (self.rates[kind], self._sender(kind)) for kind in self.kinds}
+        self._loop = OpenLoop(sends, self.timeout, self._record)
+        self._loop.start()
         return self
 
     def __exit__(
@@ -301,29 +376,26 @@ class BoundedLoad:
         self.stop()
 
     def stop(self) -> None:
-        """Send no more; wait for the requests in flight (each ends by its timeout), then close the sessions."""
-        self._stop.set()
-        for each in self._kinds:
-            if each.thread is not None:
-                each.thread.join()
-            each.pool.shutdown(wait=True)
-        self._sessions.close()
+        """Send no more; wait for the requests in flight (each ends by its timeout)."""
+        if self._loop is not None:
+            self._loop.stop()
 
     @property
     def records(self) -> list[Recorded]:
         """Every request answered so far (a copy), in the order the answers came."""
-        with self._changed:
+        with self._recorded:
             return list(self._records)
 
     @contextlib.contextmanager
     def window(self, name: str) -> Iterator[Window]:
         """Mark a window; at its end wait for its requests' answers, then check the acknowledged writes."""
-        if self._stop.is_set() or self.store_id is None:
+        loop = self._loop
+        if loop is None or not loop.running:
             raise LoadError(f"window {name!r}: the load is not running (use it inside `with BoundedLoad(...)`)")
         window = Window(name, time.monotonic())
         yield window
         window.ended = time.monotonic()
-        self._wait_for_answers(window.ended)
+        loop.wait_for_answers(window.ended, self.timeout + 5.0)  # each request ends by its timeout
         lost = self._verify_writes() - self._lost
         self._lost |= lost
         window.stats = window_stats(
@@ -333,24 +405,7 @@ class BoundedLoad:
 
     # -- sending ---------------------------------------------------------------------------------------------
 
-    def _schedule(self, kind: _Kind) -> None:
-        """Submit one request every 1/rate s on a fixed schedule: late ticks are caught up, never skipped."""
-        interval = 1.0 / kind.rate
-        due = time.monotonic()
-        send = self._sender(kind.name)
-        while not self._stop.is_set():
-            wait = due - time.monotonic()
-            if wait > 0 and self._stop.wait(wait):
-                break
-            kind.sent += 1
-            with self._changed:
-                self._tickets += 1
-                ticket = self._tickets
-                self._in_flight[ticket] = due
-            kind.pool.submit(self._send, ticket, kind.name, kind.sent, send)
-            due += interval
-
-    def _sender(self, kind: str) -> Callable[[requests.Session, int], requests.Response]:
+    def _sender(self, kind: str) -> Send:
         url, timeout, store = self.base_url, self.timeout, self.store_id
         fresh = {"Connection": "close"}  # a new connection for each request: the module's docstring says why
         if kind == "health":
@@ -365,22 +420,17 @@ class BoundedLoad:
             timeout=timeout,
         )
 
-    def _send(
-        self, ticket: int, kind: str, number: int, send: Callable[[requests.Session, int], requests.Response]
-    ) -> None:
-        started = time.monotonic()
-        try:
-            record = self._answer(kind, started, send(self._sessions.get(), number))
-        except Exception as error:  # every request is recorded, whatever ended it
-            record = Recorded(kind, started, time.monotonic(), error=type(error).__name__, cause=_root_cause(error))
-        with self._changed:
+    def _record(self, kind: str, started: float, outcome: requests.Response | Exception) -> None:
+        ended = time.monotonic()
+        if isinstance(outcome, Exception):
+            record = Recorded(kind, started, ended, error=type(outcome).__name__, cause=_root_cause(outcome))
+        else:
+            record = self._answer(kind, started, ended, outcome)
+        with self._recorded:
             self._records.append(record)
-            self._in_flight.pop(ticket, None)
-            self._changed.notify_all()
 
     @staticmethod
-    def _answer(kind: str, started: float, response: requests.Response) -> Recorded:
-        ended = time.monotonic()
+    def _answer(kind: str, started: float, ended: float, response: requests.Response) -> Recorded:
         status, retry_after = response.status_code, "Retry-After" in response.headers
         if kind == "write" and 200 <= status < 300:
             order_id = _order_id(response)
@@ -388,18 +438,6 @@ class BoundedLoad:
                 return Recorded(kind, started, ended, status, "NoOrderId", retry_after)
             return Recorded(kind, started, ended, status, None, retry_after, order_id)
         return Recorded(kind, started, ended, status, None, retry_after)
-
-    def _wait_for_answers(self, until: float) -> None:
-        """Until every request due before ``until`` has its answer (each ends by its timeout, plus a margin)."""
-        deadline = time.monotonic() + self.timeout + 5.0
-        with self._changed:
-            while any(due < until for due in self._in_flight.values()):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise LoadError(
-                        f"requests sent before {until:.1f} still have no answer {self.timeout + 5:.0f} s later"
-                    )
-                self._changed.wait(left)
 
     # -- the store, and the writes' verification -----------------------------------------------------------
 

@@ -22,8 +22,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -31,6 +29,7 @@ import pytest
 import requests
 
 from deploycheck.engine import routes
+from scripts.load import OpenLoop, Send
 from tests.e2e.conftest import free_ports, remove_project
 from tests.e2e.test_team_stack import API_KEY, APP, PORT_VARIABLES, TeamRepo
 from tests.e2e.test_team_stack import team_pytest as team_pytest  # the team's venv: a session fixture
@@ -176,55 +175,46 @@ def first_release(repo: TeamRepo) -> str:
 # --- a bounded GET load through the edge -------------------------------------------------------------------
 
 
-@dataclass
 class GetLoad:
-    """GETs of each of ROUTES at RATE a second, open loop (a slow answer does not lower the rate), through the
-    edge; each answer recorded: its status or exception, and the build a probe named."""
+    """GETs of each of ROUTES at RATE a second through the edge, open loop (scripts/load.py's OpenLoop: a slow
+    answer does not lower the rate, each request on a new connection); each answer recorded: its status or
+    exception, and the build a probe named."""
 
-    edge: str
-    parcel: int
-    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
-    builds: dict[str, list[str]] = field(default_factory=dict)
-    first_failures: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
+    def __init__(self, edge: str, parcel: int) -> None:
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+        self.builds: dict[str, list[str]] = {}
+        self.first_failures: list[str] = []
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=int(len(ROUTES) * RATE * (TIMEOUT + 1)))
-        self._threads = [threading.Thread(target=self._schedule, args=(name,), daemon=True) for name in ROUTES]
+        fresh = {"Connection": "close"}  # scripts/load.py says why
+
+        def get(path: str) -> Send:
+            url = edge + path.format(parcel=parcel)
+            return lambda http, _: http.get(url, headers=fresh, timeout=TIMEOUT)
+
+        self._loop = OpenLoop({name: (RATE, get(path)) for name, path in ROUTES.items()}, TIMEOUT, self._answered)
 
     def __enter__(self) -> GetLoad:
-        for thread in self._threads:
-            thread.start()
+        self._loop.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-        self._pool.shutdown(wait=True)
+        self._loop.stop()
 
-    def _schedule(self, name: str) -> None:
-        start = time.monotonic()
-        for n in range(1_000_000):
-            if self._stop.wait(max(0.0, start + n / RATE - time.monotonic())):
-                return
-            self._pool.submit(self._get, name)
-
-    def _get(self, name: str) -> None:
-        url = self.edge + ROUTES[name].format(parcel=self.parcel)
+    def _answered(self, name: str, started: float, outcome: requests.Response | Exception) -> None:
         build = ""
-        try:
-            response = requests.get(url, timeout=TIMEOUT)
-            outcome = str(response.status_code)
-            if response.ok and name in ("tracker /about", "pricing ready"):
-                build = str(response.json().get("build", ""))
-        except requests.RequestException as error:
-            outcome = type(error).__name__
+        if isinstance(outcome, Exception):
+            status = type(outcome).__name__
+        else:
+            status = str(outcome.status_code)
+            if outcome.ok and name in ("tracker /about", "pricing ready"):
+                try:
+                    build = str(outcome.json().get("build", ""))
+                except ValueError:
+                    status = "200 without JSON"  # counted as failed: a probe's answer is JSON
         with self._lock:
-            self.outcomes[name, outcome] += 1
-            if outcome != "200" and len(self.first_failures) < 5:
-                self.first_failures.append(f"{name}: {outcome}")
+            self.outcomes[name, status] += 1
+            if status != "200" and len(self.first_failures) < 5:
+                self.first_failures.append(f"{name}: {status}")
             if build and (not self.builds.get(name) or self.builds[name][-1] != build):
                 self.builds.setdefault(name, []).append(build)  # each change of build, in order
 
