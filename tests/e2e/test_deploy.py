@@ -17,6 +17,7 @@ import docker
 import pytest
 import requests
 
+from deploycheck.engine.polling import poll
 from deploycheck.engine.target import LOCK_ROOT
 from deploycheck.release import lock
 from tests.e2e.conftest import (
@@ -267,6 +268,12 @@ def test_a_second_deploy_while_one_runs_is_refused_naming_the_holder(deploy: Dep
         holder.wait()
 
 
+def api_containers(deploy: Deploy) -> list[str]:
+    """The names of the project's API containers, running or not (two while a swap runs)."""
+    labels = [f"com.docker.compose.project={deploy.project}", "com.docker.compose.service=api"]
+    return sorted(c.name for c in docker.from_env().containers.list(all=True, filters={"label": labels}))
+
+
 def test_a_deploy_killed_outright_is_repaired_by_the_next_run(deploy: Deploy, tmp_path: Path) -> None:
     """SIGKILL leaves no rollback: the next run sees B 'in progress', closes it, brings A back, then deploys C."""
     image = tag_release_images(tmp_path, good=("A", "C"), broken="B")
@@ -274,14 +281,22 @@ def test_a_deploy_killed_outright_is_repaired_by_the_next_run(deploy: Deploy, tm
     deploy.write_environment(overrides=[releases], stage_timeout=60)
     assert deploy.run("--release=A").returncode == 0
 
-    process = deploy.start("--release=B")
-    assert process.stdout is not None
-    for line in process.stdout:
-        if "stage services: started" in line:
-            time.sleep(1)
+    def kill_once_b_runs_beside_a(process: subprocess.Popen[str]) -> None:
+        # The swap starts B's API beside A's (B never gets ready): killed then, the stack runs two releases, and
+        # the repair must bring A back. Killed before B's container exists, the stack still runs A alone and
+        # there is nothing to bring back (seen on a slow machine with a fixed 1 s wait).
+        try:
+            poll(
+                lambda: len(api_containers(deploy)) == 2 or None,
+                seconds=60,
+                every=0.2,
+                timed_out=lambda: AssertionError(f"B's API never ran beside A's: {api_containers(deploy)}"),
+            )
+        finally:
             process.kill()
-            break
-    process.wait(timeout=60)
+
+    code, _ = deploy.run_until("stage services: started", kill_once_b_runs_beside_a, "--release=B", timeout=60)
+    assert code == -signal.SIGKILL
     ledger = json.loads((deploy.state_dir / "ledger.json").read_text())
     assert [(r["id"], r["outcome"]) for r in ledger["releases"]] == [("A", "passed"), ("B", "in progress")]
 
