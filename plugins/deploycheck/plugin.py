@@ -17,7 +17,7 @@ import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import Any
 
 import pytest
@@ -349,6 +349,37 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def number_every_entry(error: BaseException | None) -> None:
+    """Give every entry of the error's traceback (and of the errors it chains) a line number.
+
+    A signal's KeyboardInterrupt can land on an instruction that has no line (Python 3.11+: a ``with``'s
+    set-up, say); its traceback entry's ``tb_lineno`` is then None, and pytest's report of the interrupt
+    crashes on it (TypeError), so the run ends with exit code 1 instead of "interrupted". Such an entry is
+    relinked as one that points at its function's first line."""
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        pending += [current.__cause__, current.__context__]
+        head = current.__traceback__
+        if head is None:
+            continue
+        if head.tb_lineno is None:
+            head = current.__traceback__ = _numbered(head)
+        entry = head
+        while entry.tb_next is not None:
+            if entry.tb_next.tb_lineno is None:
+                entry.tb_next = _numbered(entry.tb_next)
+            entry = entry.tb_next
+
+
+def _numbered(entry: TracebackType) -> TracebackType:
+    return TracebackType(entry.tb_next, entry.tb_frame, entry.tb_lasti, entry.tb_frame.f_code.co_firstlineno)
+
+
 def _reason(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     if isinstance(longrepr, tuple):  # a skip: (file, line, message)
@@ -491,9 +522,11 @@ class Run:
                 report.sections.append(("deploycheck evidence", "\n\n".join(sections)))
         return report
 
+    @pytest.hookimpl(tryfirst=True)  # before the terminal's report of it, which needs every line numbered
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         self.record.interrupted = True
         self.deployment.shield.up()  # the run ends now: a second Ctrl+C or SIGTERM must not cut its rollback short
+        number_every_entry(excinfo.value)
 
     # --- the end: the deployment ended with the session's fixtures; the reports -------------------------
 

@@ -9,6 +9,8 @@ Scenarios (comma-separated):
 - ``stack-running``: the project's five containers run, healthy (a stack to verify).
 - ``up-fails``: ``docker compose up`` exits 1.
 - ``up-interrupted``: ``docker compose up`` is interrupted (Ctrl+C while it runs).
+- ``interrupt-lineless``: with ``up-interrupted``, the interrupt lands on an instruction that has no line number
+  (as a signal's can): its traceback ends in an entry whose ``tb_lineno`` is None.
 - ``worker-stopped``: with ``stack-running``, worker-2's container has exited.
 - ``tenant-a-running``: the five containers of the project ``unit-store-a`` (tenant ``a`` of template ``store``) run;
   ``unit-store-b`` has only a volume left (torn down, its volumes kept).
@@ -24,8 +26,11 @@ HTTP services): every running one answers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
+import types
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +45,17 @@ from deploycheck.request.environment import Environment
 
 COMMANDS_LOG = "commands.jsonl"
 FAKE_ENGINE_ID = "FAKE:ENGINE"
+
+
+def lineless_traceback() -> types.TracebackType:
+    """A traceback entry at an instruction of this function's that has no line number: the clean-up of its
+    ``with`` block, which Python 3.11+ compiles without one."""
+    with contextlib.nullcontext():
+        frame = sys._getframe()
+    offset = next(start for start, _, line in frame.f_code.co_lines() if line is None)
+    entry = types.TracebackType(None, frame, offset, -1)  # -1: the line is looked up from the offset
+    assert entry.tb_lineno is None, "this Python numbers every instruction"
+    return entry
 
 
 class FakeImage:
@@ -189,7 +205,10 @@ class FakeRunner(Runner):
             return self._answer(command, json.dumps(self.model()))
         if "up" in argv and "--dry-run" not in argv:
             if "up-interrupted" in self.scenario:
-                raise KeyboardInterrupt("fake: Ctrl+C while compose up runs")
+                interrupt = KeyboardInterrupt("fake: Ctrl+C while compose up runs")
+                if "interrupt-lineless" in self.scenario:
+                    raise interrupt.with_traceback(lineless_traceback())
+                raise interrupt
             if "up-fails" in self.scenario:
                 return self._answer(command, code=1, check=check)
         if "down" in argv:

@@ -16,7 +16,7 @@ import pytest
 from deploycheck.release import lock
 from deploycheck.release.rollback import Facts, decide
 from tests.unit.conftest import PROJECT_ROOT, commands_run, ledger_with_release_a
-from tests.unit.fakes import FAKE_ENGINE_ID
+from tests.unit.fakes import FAKE_ENGINE_ID, lineless_traceback
 
 RELEASE = "--release=B"
 STAGES = [
@@ -189,6 +189,21 @@ def test_an_interrupt_during_a_stage_rolls_back_and_exits_as_interrupted(
     assert data["rollback"]["performed"] is True and data["rollback"]["outcome"] == "passed"
     ledger = json.loads((state_dir(suite) / "ledger.json").read_text())
     assert [(r["id"], r["outcome"]) for r in ledger["releases"]] == [("B", "interrupted")]
+    assert not lock_files(suite)
+
+
+def test_an_interrupt_on_an_instruction_without_a_line_still_ends_as_interrupted_after_its_rollback(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A signal can land where Python has no line number; pytest's report of that interrupt crashed (exit 1).
+    monkeypatch.setenv("FAKE_SCENARIO", "up-interrupted,interrupt-lineless")
+    result = suite.runpytest("--deploy=local", RELEASE, "-p", "no:cacheprovider", no_reraise_ctrlc=True)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    where = f"*fakes.py:{lineless_traceback.__code__.co_firstlineno}: KeyboardInterrupt*"
+    result.stdout.fnmatch_lines([where])  # the entry without a line is reported at its function's first line
+    data = summary(suite)
+    assert data["interrupted"] is True
+    assert data["rollback"]["performed"] is True and data["rollback"]["outcome"] == "passed"
     assert not lock_files(suite)
 
 
