@@ -1,6 +1,7 @@
 """A wait runs a starting container's own healthcheck: a ready container passes it at once, without waiting
 for the engine's first check (a whole interval after the start, on Docker 20.10), and a container that is
-not ready does not pass it."""
+not ready does not pass it. Given a probe of the services themselves (``answers``), the wait asks that
+instead, and runs no exec in the container."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ MINUTES_5 = 300 * 1_000_000_000  # nanoseconds, as the engine takes them
 @pytest.fixture
 def slow_ticking() -> Iterator[tuple[str, Any]]:
     """A container whose healthcheck (a file exists, seen after half a second: a run must be waited for) the
-    engine runs first after 5 minutes."""
+    engine runs first after 5 minutes. Each run of it leaves /tmp/checked behind."""
     project = f"dce2e-waits-{os.getpid()}"
     client = docker.from_env()
     container = client.containers.run(
@@ -38,7 +39,7 @@ def slow_ticking() -> Iterator[tuple[str, Any]]:
         detach=True,
         labels={PROJECT_LABEL: project, SERVICE_LABEL: "slow"},
         healthcheck={
-            "test": ["CMD-SHELL", "sleep 0.5 && test -f /tmp/ready"],
+            "test": ["CMD-SHELL", "touch /tmp/checked && sleep 0.5 && test -f /tmp/ready"],
             "interval": MINUTES_5,
             "start_period": MINUTES_5,
         },
@@ -63,3 +64,34 @@ def test_a_ready_container_passes_at_once_though_the_engine_has_not_checked_it(s
     container.reload()
     assert State.of(container).health == "starting", "the engine checked it: this test proves nothing then"
     assert run_own_healthcheck(container) is True
+
+
+def healthcheck_ran(container: Any) -> bool:
+    code, _ = container.exec_run(["test", "-f", "/tmp/checked"])
+    return bool(code == 0)
+
+
+def test_with_a_probe_of_its_answers_a_wait_passes_on_the_probe_and_runs_no_exec(
+    slow_ticking: tuple[str, Any],
+) -> None:
+    project, container = slow_ticking
+    asked: list[float] = []
+
+    def answers() -> bool:
+        asked.append(0)
+        return len(asked) >= 2  # the second run of the probe passes: it was run again, not once only
+
+    wait_healthy(docker.from_env(), project, ["slow"], deadline_seconds=30, answers=answers)
+    container.reload()
+    assert State.of(container).health == "starting", "the engine checked it: this test proves nothing then"
+    assert len(asked) == 2
+    assert not healthcheck_ran(container), "the wait ran the container's healthcheck (an exec) beside the probe"
+
+
+def test_with_a_probe_that_fails_a_ready_container_does_not_pass(slow_ticking: tuple[str, Any]) -> None:
+    project, container = slow_ticking
+    code, _ = container.exec_run(["touch", "/tmp/ready"])
+    assert code == 0
+    with pytest.raises(WaitFailed, match=r"slow did not become healthy within 3 s \(health starting\)"):
+        wait_healthy(docker.from_env(), project, ["slow"], deadline_seconds=3, answers=lambda: False)
+    assert not healthcheck_ran(container)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from deploycheck.engine.commands import CommandFailed
 from deploycheck.engine.compose import Compose
@@ -23,6 +23,7 @@ def wait(
     services: Sequence[str],
     watch: Sequence[str] = (),
     restarts_before: Mapping[str, int] | None = None,
+    answers: Callable[[], bool] | None = None,
 ) -> None:
     environment = target.environment
     try:
@@ -34,6 +35,7 @@ def wait(
             environment.all_secrets,
             watch=watch,
             restarts_before=restarts_before,
+            answers=answers,
         )
     except WaitFailed as failure:
         raise StageFailed(failure.reason, failure.evidence) from None

@@ -34,7 +34,9 @@ def start(target: Target, compose: Compose, early: Sequence[str]) -> None:
     # the others must fail the stage too, not only one that dies once the wait has begun.
     before = {c.id: State.of(c).restarts for c in project_containers(client, environment.compose_project).values()}
     up(target, compose, [*nodes, *early])
-    wait(target, nodes, watch=early, restarts_before=before)
+    # The nodes are ready once the database answers on every one of them: asked through one connection, with no
+    # exec per node; the stage's verdict on a node that answers wrongly still waits for the healthchecks.
+    wait(target, nodes, watch=early, restarts_before=before, answers=lambda: database_problem(target) is None)
     last: list[NodeProblem] = []
 
     def settled() -> tuple[NodeProblem | None] | None:
