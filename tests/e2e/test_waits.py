@@ -1,7 +1,7 @@
 """A wait runs a starting container's own healthcheck: a ready container passes it at once, without waiting
 for the engine's first check (a whole interval after the start, on Docker 20.10), and a container that is
-not ready does not pass it. Given a probe of the services themselves (``answers``), the wait asks that
-instead, and runs no exec in the container."""
+not ready does not pass it. Given a probe of the services themselves (``answers``), the wait runs the
+healthcheck only once the probe has passed, and still needs it to pass."""
 
 from __future__ import annotations
 
@@ -71,24 +71,37 @@ def healthcheck_ran(container: Any) -> bool:
     return bool(code == 0)
 
 
-def test_with_a_probe_of_its_answers_a_wait_passes_on_the_probe_and_runs_no_exec(
+def test_with_a_probe_of_its_answers_a_wait_runs_the_healthcheck_only_once_the_probe_passes(
     slow_ticking: tuple[str, Any],
 ) -> None:
     project, container = slow_ticking
-    asked: list[float] = []
+    code, _ = container.exec_run(["touch", "/tmp/ready"])
+    assert code == 0
+    checked_before: list[bool] = []
 
     def answers() -> bool:
-        asked.append(0)
-        return len(asked) >= 2  # the second run of the probe passes: it was run again, not once only
+        checked_before.append(healthcheck_ran(container))
+        return len(checked_before) >= 3  # the third run of the probe passes
 
     wait_healthy(docker.from_env(), project, ["slow"], deadline_seconds=30, answers=answers)
     container.reload()
     assert State.of(container).health == "starting", "the engine checked it: this test proves nothing then"
-    assert len(asked) == 2
-    assert not healthcheck_ran(container), "the wait ran the container's healthcheck (an exec) beside the probe"
+    assert checked_before == [False, False, False], "the healthcheck ran before the probe passed"
+    assert healthcheck_ran(container), "the wait passed without the container's healthcheck"
 
 
-def test_with_a_probe_that_fails_a_ready_container_does_not_pass(slow_ticking: tuple[str, Any]) -> None:
+def test_with_a_probe_that_passes_a_container_whose_healthcheck_fails_does_not_pass(
+    slow_ticking: tuple[str, Any],
+) -> None:
+    project, container = slow_ticking
+    with pytest.raises(WaitFailed, match=r"slow did not become healthy within 3 s \(health starting\)"):
+        wait_healthy(docker.from_env(), project, ["slow"], deadline_seconds=3, answers=lambda: True)
+    assert healthcheck_ran(container)
+
+
+def test_with_a_probe_that_fails_a_ready_container_does_not_pass_and_is_not_execed(
+    slow_ticking: tuple[str, Any],
+) -> None:
     project, container = slow_ticking
     code, _ = container.exec_run(["touch", "/tmp/ready"])
     assert code == 0

@@ -247,13 +247,13 @@ def wait_healthy(
     ``watch``: services started at the same time that need not be healthy yet, but whose exit or restart
     fails the wait at once all the same (its `die` event wakes the wait up).
 
-    ``answers``: a probe of the services themselves that needs no exec (the database answering a query on
-    every node); once it passes, each running container the engine still calls starting counts as healthy.
-    Without it, a starting container's own healthcheck is run instead: a ``docker exec`` (~45 ms of CPU), which
-    three Citus nodes' every 0.5 s made ~2 s slower to boot on 2 cores (4.8 s -> 6.9 s, 4 deploys each).
+    While the engine still says ``starting``, the wait runs a container's own healthcheck itself (see
+    ReadinessRuns). ``answers``: a probe of the services themselves that needs no exec (the database answering
+    a query on every node), which must pass before any of those runs: each is a ``docker exec`` (~45 ms of CPU),
+    and three Citus nodes' every 0.5 s made them ~2 s slower to boot on 2 cores (4.8 s -> 6.9 s, 4 deploys each).
     """
     events = ProjectEvents(client, project)
-    readiness = ReadinessRuns.own_healthchecks(events) if answers is None else ReadinessRuns.answers(events, answers)
+    readiness = ReadinessRuns(events, answers)
     try:
         _wait_healthy(
             client, project, services, deadline_seconds, list(secrets), watch, events, restarts_before, readiness
@@ -264,34 +264,29 @@ def wait_healthy(
 
 
 class ReadinessRuns:
-    """Runs of a readiness check of starting containers during a wait, so that the wait need not wait for the
-    engine's first healthcheck tick (an interval after the start): one run at a time per key, at most every
-    START_INTERVAL_SECONDS, each on a thread of its own, so that a slow run holds up no other container. A
-    finished run wakes the wait up (``ProjectEvents.poke``).
+    """Runs of a starting container's own healthcheck during a wait, as the engine would run it (a ``docker
+    exec``), so that the wait need not wait for the engine's first tick (an interval after the start): one run at
+    a time per container, at most every START_INTERVAL_SECONDS, each on a thread of its own, so that a slow run
+    holds up no other container. A finished run wakes the wait up (``ProjectEvents.poke``).
 
-    The check is each container's own healthcheck, run as the engine would (a ``docker exec``, keyed by
-    container), or a probe of all the waited-for services at once that needs no exec (``answers``, one key)."""
+    Given a probe of the services themselves that needs no exec (``answers``), a container's healthcheck is run
+    only once the probe has passed: the healthcheck stays what "healthy" means, and is run about once per
+    container instead of twice a second for as long as the container starts."""
 
-    def __init__(
-        self, events: ProjectEvents, check: Callable[[Container], bool], key: Callable[[Container], str]
-    ) -> None:
+    def __init__(self, events: ProjectEvents, answers: Callable[[], bool] | None = None) -> None:
         self._events = events
-        self._check = check
-        self._key = key
+        self._answers = None if answers is None else _Latch(answers)
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="readiness")
-        self._runs: dict[str, tuple[float, Future[bool]]] = {}  # key -> (started at, run)
+        self._runs: dict[str, tuple[float, Future[bool]]] = {}  # container id -> (started at, run)
 
-    @classmethod
-    def own_healthchecks(cls, events: ProjectEvents) -> ReadinessRuns:
-        return cls(events, run_own_healthcheck, lambda container: str(container.id))
-
-    @classmethod
-    def answers(cls, events: ProjectEvents, probe: Callable[[], bool]) -> ReadinessRuns:
-        return cls(events, lambda _: probe(), lambda _: "answers")
+    def _check(self, container: Container) -> bool:
+        if self._answers is not None and not self._answers():
+            return False
+        return run_own_healthcheck(container)
 
     def passed(self, container: Container) -> bool:
         """Whether a run for this container has passed; starts the next run when one is due."""
-        key = self._key(container)
+        key = str(container.id)
         last = self._runs.get(key)
         if last is not None and last[1].done() and last[1].exception() is None and last[1].result():
             return True  # a run that raised (the engine unreachable) is a run that did not pass
@@ -309,6 +304,21 @@ class ReadinessRuns:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Latch:
+    """A probe that, once it has passed, passes: the services answered; what follows is their healthchecks."""
+
+    def __init__(self, probe: Callable[[], bool]) -> None:
+        self._probe = probe
+        self._passed = False
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bool:
+        with self._lock:
+            if not self._passed:
+                self._passed = self._probe()
+            return self._passed
 
 
 def _wait_healthy(

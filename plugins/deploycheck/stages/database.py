@@ -34,8 +34,8 @@ def start(target: Target, compose: Compose, early: Sequence[str]) -> None:
     # the others must fail the stage too, not only one that dies once the wait has begun.
     before = {c.id: State.of(c).restarts for c in project_containers(client, environment.compose_project).values()}
     up(target, compose, [*nodes, *early])
-    # The nodes are ready once the database answers on every one of them: asked through one connection, with no
-    # exec per node; the stage's verdict on a node that answers wrongly still waits for the healthchecks.
+    # The nodes' healthchecks (a docker exec each) are run once the database answers on every node, asked through
+    # one connection; a node that answers wrongly is judged once the healthchecks pass, as before.
     wait(target, nodes, watch=early, restarts_before=before, answers=lambda: database_problem(target) is None)
     last: list[NodeProblem] = []
 
