@@ -48,6 +48,12 @@ def slow_ticking() -> Iterator[tuple[str, Any]]:
     remove_project(project)
 
 
+def make_ready(container: Any) -> None:
+    """What its healthcheck looks for: from now on, each run of it passes."""
+    code, _ = container.exec_run(["touch", "/tmp/ready"])
+    assert code == 0
+
+
 def test_a_container_that_is_not_ready_does_not_pass(slow_ticking: tuple[str, Any]) -> None:
     project, container = slow_ticking
     with pytest.raises(WaitFailed, match=r"slow did not become healthy within 3 s \(health starting\)"):
@@ -57,8 +63,7 @@ def test_a_container_that_is_not_ready_does_not_pass(slow_ticking: tuple[str, An
 
 def test_a_ready_container_passes_at_once_though_the_engine_has_not_checked_it(slow_ticking: tuple[str, Any]) -> None:
     project, container = slow_ticking
-    code, _ = container.exec_run(["touch", "/tmp/ready"])
-    assert code == 0
+    make_ready(container)
     # The engine's first check is 5 minutes away: only a run of the check by the wait itself can end it.
     wait_healthy(docker.from_env(), project, ["slow"], deadline_seconds=30)
     container.reload()
@@ -75,8 +80,7 @@ def test_with_a_probe_of_its_answers_a_wait_runs_the_healthcheck_only_once_the_p
     slow_ticking: tuple[str, Any],
 ) -> None:
     project, container = slow_ticking
-    code, _ = container.exec_run(["touch", "/tmp/ready"])
-    assert code == 0
+    make_ready(container)
     checked_before: list[bool] = []
 
     def answers() -> bool:
@@ -103,8 +107,7 @@ def test_with_a_probe_that_fails_a_ready_container_does_not_pass_and_is_not_exec
     slow_ticking: tuple[str, Any],
 ) -> None:
     project, container = slow_ticking
-    code, _ = container.exec_run(["touch", "/tmp/ready"])
-    assert code == 0
+    make_ready(container)
     with pytest.raises(WaitFailed, match=r"slow did not become healthy within 3 s \(health starting\)"):
         wait_healthy(docker.from_env(), project, ["slow"], deadline_seconds=3, answers=lambda: False)
     assert not healthcheck_ran(container)

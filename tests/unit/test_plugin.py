@@ -177,33 +177,28 @@ def test_an_empty_generated_secret_is_a_usage_error(suite: pytest.Pytester) -> N
     result.stderr.fnmatch_lines([f"ERROR: the generated secret {secret} (for $UNIT_DB_PASSWORD) is empty: delete it*"])
 
 
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "up-interrupted",
+        # A signal can land where Python has no line number; pytest's report of that interrupt crashed (exit 1).
+        "up-interrupted,interrupt-lineless",
+    ],
+)
 def test_an_interrupt_during_a_stage_rolls_back_and_exits_as_interrupted(
-    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, scenario: str
 ) -> None:
-    monkeypatch.setenv("FAKE_SCENARIO", "up-interrupted")
+    monkeypatch.setenv("FAKE_SCENARIO", scenario)
     result = suite.runpytest("--deploy=local", RELEASE, "-p", "no:cacheprovider", no_reraise_ctrlc=True)
     assert result.ret == pytest.ExitCode.INTERRUPTED
+    if "interrupt-lineless" in scenario:  # the entry without a line is reported at its function's first line
+        result.stdout.fnmatch_lines([f"*fakes.py:{lineless_traceback.__code__.co_firstlineno}: KeyboardInterrupt*"])
     data = summary(suite)
     assert data["interrupted"] is True
     assert [s["name"] for s in data["stages"] if s["reason"] == "interrupted"] == ["database"]
     assert data["rollback"]["performed"] is True and data["rollback"]["outcome"] == "passed"
     ledger = json.loads((state_dir(suite) / "ledger.json").read_text())
     assert [(r["id"], r["outcome"]) for r in ledger["releases"]] == [("B", "interrupted")]
-    assert not lock_files(suite)
-
-
-def test_an_interrupt_on_an_instruction_without_a_line_still_ends_as_interrupted_after_its_rollback(
-    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A signal can land where Python has no line number; pytest's report of that interrupt crashed (exit 1).
-    monkeypatch.setenv("FAKE_SCENARIO", "up-interrupted,interrupt-lineless")
-    result = suite.runpytest("--deploy=local", RELEASE, "-p", "no:cacheprovider", no_reraise_ctrlc=True)
-    assert result.ret == pytest.ExitCode.INTERRUPTED
-    where = f"*fakes.py:{lineless_traceback.__code__.co_firstlineno}: KeyboardInterrupt*"
-    result.stdout.fnmatch_lines([where])  # the entry without a line is reported at its function's first line
-    data = summary(suite)
-    assert data["interrupted"] is True
-    assert data["rollback"]["performed"] is True and data["rollback"]["outcome"] == "passed"
     assert not lock_files(suite)
 
 
