@@ -47,6 +47,9 @@ WAKE_EVENTS = ["health_status", "start", "die", "restart", "kill", "oom", "stop"
 # deploys of 2 / 4 / 8 workers took 7.7 / 9.6 / 18.5 s against 8.2 / 10.6 / 18.2 s once a second (the execs,
 # ~45 ms of CPU each, cost what they save only at 8 workers).
 START_INTERVAL_SECONDS = 0.5
+# How often a wait asks its probe of the services' answers (see ReadinessRuns): one query over TCP, which a node
+# still running initdb refuses at once; at 0.5 s, the nodes' wait ended 0.1-0.5 s after they were ready.
+PROBE_INTERVAL_SECONDS = 0.1
 OWN_RESULT = "readiness-run"  # the wake-up a finished readiness run (see ReadinessRuns) sends
 LOG_LINES = 40
 
@@ -271,18 +274,27 @@ class ReadinessRuns:
 
     Given a probe of the services themselves that needs no exec (``answers``), a container's healthcheck is run
     only once the probe has passed: the healthcheck stays what "healthy" means, and is run about once per
-    container instead of twice a second for as long as the container starts."""
+    container instead of twice a second for as long as the container starts. The probe is asked every
+    PROBE_INTERVAL_SECONDS (shared by every container), so the healthchecks start at most that long after the
+    services answer."""
 
     def __init__(self, events: ProjectEvents, answers: Callable[[], bool] | None = None) -> None:
         self._events = events
-        self._answers = None if answers is None else _Latch(answers)
+        self._answers = None if answers is None else _Probe(answers, PROBE_INTERVAL_SECONDS)
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="readiness")
-        self._runs: dict[str, tuple[float, Future[bool]]] = {}  # container id -> (started at, run)
+        # container id -> (started at, run: None when the probe did not pass, so no healthcheck ran, else its verdict)
+        self._runs: dict[str, tuple[float, Future[bool | None]]] = {}
 
-    def _check(self, container: Container) -> bool:
+    def _check(self, container: Container) -> bool | None:
         if self._answers is not None and not self._answers():
-            return False
+            return None
         return run_own_healthcheck(container)
+
+    @staticmethod
+    def _interval(run: Future[bool | None]) -> float:
+        """How long after a finished run's start the next one may start."""
+        unanswered = run.exception() is None and run.result() is None
+        return PROBE_INTERVAL_SECONDS if unanswered else START_INTERVAL_SECONDS
 
     def passed(self, container: Container) -> bool:
         """Whether a run for this container has passed; starts the next run when one is due."""
@@ -290,7 +302,7 @@ class ReadinessRuns:
         last = self._runs.get(key)
         if last is not None and last[1].done() and last[1].exception() is None and last[1].result():
             return True  # a run that raised (the engine unreachable) is a run that did not pass
-        if last is None or (last[1].done() and time.monotonic() - last[0] >= START_INTERVAL_SECONDS):
+        if last is None or (last[1].done() and time.monotonic() - last[0] >= self._interval(last[1])):
             run = self._pool.submit(self._check, container)
             run.add_done_callback(lambda _: self._events.poke(OWN_RESULT))
             self._runs[key] = (time.monotonic(), run)
@@ -299,24 +311,29 @@ class ReadinessRuns:
     def next_due(self) -> float:
         """Seconds until a finished, failed run may be run again (EVENT_FALLBACK_SECONDS if none waits)."""
         now = time.monotonic()
-        due = [started + START_INTERVAL_SECONDS - now for started, run in self._runs.values() if run.done()]
+        due = [started + self._interval(run) - now for started, run in self._runs.values() if run.done()]
         return max(0.0, min(due, default=EVENT_FALLBACK_SECONDS))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-class _Latch:
-    """A probe that, once it has passed, passes: the services answered; what follows is their healthchecks."""
+class _Probe:
+    """A probe asked at most every ``interval`` seconds, however many containers' runs ask it (a run within that
+    time gets the last answer), which, once it has passed, passes: the services answered; what follows is their
+    healthchecks."""
 
-    def __init__(self, probe: Callable[[], bool]) -> None:
+    def __init__(self, probe: Callable[[], bool], interval: float) -> None:
         self._probe = probe
+        self._interval = interval
         self._passed = False
+        self._asked_at = -interval
         self._lock = threading.Lock()
 
     def __call__(self) -> bool:
         with self._lock:
-            if not self._passed:
+            if not self._passed and time.monotonic() - self._asked_at >= self._interval:
+                self._asked_at = time.monotonic()
                 self._passed = self._probe()
             return self._passed
 

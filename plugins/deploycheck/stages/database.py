@@ -36,7 +36,17 @@ def start(target: Target, compose: Compose, early: Sequence[str]) -> None:
     up(target, compose, [*nodes, *early])
     # The nodes' healthchecks (a docker exec each) are run once the database answers on every node, asked through
     # one connection; a node that answers wrongly is judged once the healthchecks pass, as before.
-    wait(target, nodes, watch=early, restarts_before=before, answers=lambda: database_problem(target) is None)
+    answered: list[bool] = []  # the probe passed: every node answered, so asking again would say the same
+
+    def answers() -> bool:
+        if database_problem(target) is not None:
+            return False
+        answered.append(True)
+        return True
+
+    wait(target, nodes, watch=early, restarts_before=before, answers=answers)
+    if answered:
+        return
     last: list[NodeProblem] = []
 
     def settled() -> tuple[NodeProblem | None] | None:
