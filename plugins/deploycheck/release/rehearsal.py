@@ -3,7 +3,7 @@
 The copy is made from the backup the backup stage just took: one container per node, each on a new volume
 filled from that node's backup, with the same host names on a private internal network (so the Citus
 metadata's node names resolve to the copies and nothing can reach the live cluster). The migrations are
-applied there in order by the same executor as live (``migrations.run_file``), so a migration passes the
+applied there in order by the same executor as live (``migrations.run_files``), so a migration passes the
 rehearsal exactly when it passes live; the first that fails stops the deploy before anything live has changed.
 The copy is removed whatever happens.
 
@@ -99,13 +99,12 @@ def rehearse(target: Target, backup_folder: Path, pending: list[Path]) -> None:
         for copy in copies:
             _wait_ready(target, copy)
         coordinator = copies[0]
-        for path in pending:
-            try:
-                migrations.run_file(
-                    target.runner, coordinator, environment.database.user, environment.database.name, path
-                )
-            except MigrationError as failure:
-                raise MigrationFailedOnCopy(failure) from None
+        try:
+            migrations.run_files(
+                target.runner, coordinator, environment.database.user, environment.database.name, pending
+            )
+        except MigrationError as failure:
+            raise MigrationFailedOnCopy(failure) from None
     finally:
         for copy in copies:
             with contextlib.suppress(docker.errors.APIError):
