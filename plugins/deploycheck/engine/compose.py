@@ -10,6 +10,7 @@ environment's ``variables`` table as it is; ``COMPOSE_PROFILES`` with the genera
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -133,11 +134,19 @@ class Compose:
         """The services as Compose resolves them; invalid files raise ``CommandFailed`` with Compose's words."""
         return ComposeModel.of(self.run("config", "--format", "json", timeout=60).data())
 
-    def snapshot(self, directory: Path, images: Mapping[str, str]) -> Path:
+    def uninterpolated(self) -> dict[str, Any]:
+        """The configuration with its variables (and so secrets) left as ``${...}``: what ``snapshot`` pins."""
+        data: dict[str, Any] = self.run("config", "--no-interpolate", "--format", "json", timeout=60).data()
+        return data
+
+    def snapshot(
+        self, directory: Path, images: Mapping[str, str], uninterpolated: Mapping[str, Any] | None = None
+    ) -> Path:
         """This configuration as one Compose file for a release: variables (and so secrets) left as ``${...}``,
         every service's image pinned to ``images`` and its build section dropped, so that the release runs
-        exactly these images whenever it is brought back. Named by its content."""
-        data = self.run("config", "--no-interpolate", "--format", "json", timeout=60).data()
+        exactly these images whenever it is brought back. Named by its content. ``uninterpolated``: this
+        configuration as ``uninterpolated`` read it, when it was read already."""
+        data = copy.deepcopy(dict(uninterpolated)) if uninterpolated is not None else self.uninterpolated()
         for name, service in (data.get("services") or {}).items():
             if name in images:
                 service["image"] = images[name]
