@@ -46,7 +46,7 @@ def test_a_wait_s_probe_is_asked_at_most_once_an_interval_and_once_passed_is_not
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = _Clock()
-    monkeypatch.setattr(containers.time, "monotonic", clock)
+    monkeypatch.setattr("deploycheck.engine.containers.time.monotonic", clock)
     answers = iter([False, True])
     asked: list[float] = []
 
