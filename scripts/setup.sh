@@ -119,6 +119,11 @@ if [ "$(cat "$VENV/.lock-sha256" 2>/dev/null)" != "$lock_sum" ]; then
     || die "pip could not install requirements.lock (log: $VENV/pip.log): check access to PyPI and run set-up again."
   echo "$lock_sum" >"$VENV/.lock-sha256"
 fi
+# The plugin's own modules compiled, as pip compiles an installed package's (only what changed; ~50 ms warm):
+# where PYTHONDONTWRITEBYTECODE is set, Python reads bytecode but never writes it, and compiling the plugin
+# from source added ~0.2 s to the start of every run.
+"$VENV/bin/python" -m compileall -q "$ROOT/plugins" >/dev/null \
+  || die "python could not compile the plugin's modules in $ROOT/plugins: check that the folder is writable and run set-up again."
 
 # --- 4. Compose v2 ----------------------------------------------------------------------------------------
 if ! docker compose version >/dev/null 2>&1; then
