@@ -9,7 +9,9 @@ record alone. The plugin is inert unless a run is asked for: ``--deploy=ENV`` or
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import gc
 import importlib.util
 import os
 import signal
@@ -44,6 +46,11 @@ PLUGIN_NAME = "deploycheck-run"
 FIXTURE_MODULES = ("deploycheck.fixtures.stages", "deploycheck.fixtures.stack")
 INERT_FIXTURES = "deploycheck.fixtures.inert"  # without a deployment asked for
 EXIT_ROLLBACK_FAILED = 6  # documented in the README: the deploy failed and so did its rollback
+
+# At exit, every object is left to the process's end rather than to the interpreter's last collection, which
+# walked every object of pytest, docker, psycopg and ours: 0.15 s of every run's end (0.02 s frozen). Files
+# are closed by then (logging's own exit handler flushes its handlers).
+atexit.register(gc.freeze)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
