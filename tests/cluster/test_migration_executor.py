@@ -11,7 +11,7 @@ import pytest
 from deploycheck.engine.commands import Runner
 from deploycheck.release.migrations import FOLDER, VERSION_TABLE, MigrationError, run_files
 
-from .conftest import DB_NAME, DB_USER, Cluster
+from .conftest import DB_NAME, DB_USER, Cluster, DockerResources
 
 pytestmark = pytest.mark.e2e
 
@@ -81,3 +81,26 @@ def test_files_apply_in_order_and_a_failure_names_its_file_keeping_those_before(
     assert run_files(runner, container, DB_USER, DB_NAME, [refused, never]) == [refused.name, never.name]
     assert recorded(cluster, "900") == "9001_exec_parcels.sql,9002_exec_refused.sql,9003_exec_never.sql"
     assert not left_behind(cluster), f"{FOLDER} is removed after the files ran"
+
+
+def test_the_folder_is_removed_where_the_container_s_user_cannot_remove_it(
+    cluster: Cluster, docker_resources: DockerResources, tmp_path: Path
+) -> None:
+    """A team's image that runs as postgres: the engine puts the files there as root, so the script cannot remove
+    them itself; the executor removes them as root. (No server runs here: the file fails, the clean-up holds.)"""
+    container = docker_resources.client.containers.run(
+        cluster.image,
+        entrypoint=["sleep", "600"],
+        user="postgres",
+        name=f"{docker_resources.prefix}-as-postgres",
+        labels=docker_resources.labels,
+        detach=True,
+    )
+    docker_resources.containers.append(container)
+    path = tmp_path / "9101_nowhere.sql"
+    path.write_text("SELECT 1;\n")
+    with pytest.raises(MigrationError) as failed:
+        run_files(Runner(), container, DB_USER, DB_NAME, [path])
+    assert failed.value.reason.startswith("migration 9101_nowhere.sql failed: psql: error:"), failed.value.reason
+    code, _ = container.exec_run(["test", "-e", FOLDER])
+    assert code != 0, f"{FOLDER} is left in a container whose user is postgres"

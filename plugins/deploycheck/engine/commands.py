@@ -312,8 +312,8 @@ def compress_backup(target: str) -> Command:
     return shell(f"gzip -1 {target}/base.tar", user="postgres")
 
 
-def remove_tree(path: str) -> Command:
-    return shell(f"rm -rf {path}", user="postgres")
+def remove_tree(path: str, user: str = "postgres") -> Command:
+    return shell(f"rm -rf {path}", user=user)
 
 
 def pg_isready(user: str, database: str) -> Command:

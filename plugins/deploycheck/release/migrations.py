@@ -124,7 +124,10 @@ def _failure(path: Path, output: str) -> MigrationError:
     """The file, the line and the statement that failed, and the server's words (its ERROR, DETAIL and HINT)."""
     found = re.search(r"psql:[^:\n]*:(\d+): ERROR:\s+(.*)", output)
     if found is None:
-        words = output.strip().splitlines()[-1] if output.strip() else "psql failed without a message"
+        lines = output.strip().splitlines()
+        # psql's own failure ("psql: error: connection ... failed: ...") is its first line; other words, the last.
+        words = next((line for line in lines if line.startswith("psql: ")), lines[-1] if lines else "")
+        words = words or "psql failed without a message"
         return MigrationError(f"migration {path.name} failed: {words}", output)
     line, message = int(found.group(1)), found.group(2).strip()
     detail = " ".join(m.group(0).strip() for m in re.finditer(r"^(DETAIL|HINT):\s+.*$", output[found.end() :], re.M))
@@ -179,13 +182,15 @@ def run_files(runner: Runner, coordinator: Container, user: str, database: str, 
     coordinator.put_archive("/tmp", _archive(files))
     script = commands.Command(("sh", f"{FOLDER}/run.sh"), env={"PGOPTIONS": SESSION_OPTIONS})
     result = runner.exec(coordinator, script, check=False)
-    if _LEFT in result.stdout:
-        runner.exec(coordinator, commands.remove_tree(FOLDER), check=False)
+    if _LEFT in result.stdout:  # the engine put the folder there as root
+        runner.exec(coordinator, commands.remove_tree(FOLDER, user="root"), check=False)
     applied: list[str] = []
     started: dict[str, list[str]] = {}
     current: list[str] | None = None
     for line in result.output.splitlines(keepends=True):
-        if line.startswith(_STARTS):
+        if line.startswith(_LEFT):  # the script's own word after the files, not a file's output
+            current = None
+        elif line.startswith(_STARTS):
             current = started.setdefault(line[len(_STARTS) :].strip(), [])
         elif line.startswith(_APPLIED):
             applied.append(line[len(_APPLIED) :].strip())
@@ -195,7 +200,7 @@ def run_files(runner: Runner, coordinator: Container, user: str, database: str, 
     if result.returncode == 0 and len(applied) == len(paths):
         return applied
     failed = paths[len(applied)]
-    output = "".join(started.get(failed.name) or []) or result.output.replace(_LEFT, "")
+    output = "".join(started.get(failed.name) or []) or result.output.replace(_LEFT, "").strip()
     error = _failure(failed, output)
     raise MigrationError(error.reason, error.detail, tuple(applied))
 
