@@ -153,7 +153,7 @@ class DockerResources:
         errors: list[str] = []
         for container in reversed(self.containers):
             try:
-                container.remove(force=True)
+                container.remove(force=True, v=True)  # and its anonymous volumes (the image's VOLUME)
             except docker.errors.NotFound:
                 pass
             except docker.errors.APIError as error:
