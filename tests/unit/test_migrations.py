@@ -5,7 +5,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploycheck.release.migrations import _failure, statements
+import pytest
+
+from deploycheck.engine.commands import Command, Result
+from deploycheck.release.migrations import (
+    _APPLIED,
+    _LEFT,
+    _STARTS,
+    FOLDER,
+    MigrationError,
+    _failure,
+    run_files,
+    statements,
+)
 
 FILE = """-- 0002: keys and indexes
 CREATE INDEX orders_item ON orders (item);
@@ -58,8 +70,52 @@ def test_a_failure_names_the_file_the_line_the_statement_and_citus_words(tmp_pat
     )
 
 
-def test_a_failure_without_psql_s_location_keeps_its_last_words(tmp_path: Path) -> None:
+def test_a_failure_without_psql_s_location_is_psql_s_own_words_else_the_last(tmp_path: Path) -> None:
     path = tmp_path / "0003.sql"
     path.write_text("SELECT 1;\n")
-    failure = _failure(path, 'psql: error: connection to server on socket "/var/run/postgresql/.s.PGSQL.5432" failed\n')
+    refused = 'psql: error: connection to server on socket "/var/run/postgresql/.s.PGSQL.5432" failed\n'
+    failure = _failure(path, refused + "\tIs the server running locally?\n")
     assert failure.reason.startswith("migration 0003.sql failed: psql: error: connection to server on socket")
+    assert _failure(path, "first\nkilled\n").reason == "migration 0003.sql failed: killed"
+    assert _failure(path, "").reason == "migration 0003.sql failed: psql failed without a message"
+
+
+class ScriptRunner:
+    """Answers the executor's script with the output given; records every command it was asked to run."""
+
+    def __init__(self, returncode: int, stdout: str) -> None:
+        self.returncode, self.stdout = returncode, stdout
+        self.commands: list[Command] = []
+
+    def exec(self, container: object, command: Command, *, check: bool = True) -> Result:
+        self.commands.append(command)
+        if len(self.commands) == 1:
+            return Result(command, self.returncode, self.stdout, "")
+        return Result(command, 0, "", "")
+
+
+class Coordinator:
+    def put_archive(self, path: str, data: bytes) -> bool:
+        return True
+
+
+def test_the_script_s_last_word_is_no_file_s_error_and_its_folder_goes_as_root(tmp_path: Path) -> None:
+    """The script prints its marks and, where it could not remove its folder, a last word: that word is not the
+    failed file's output, and the folder is removed by a root exec."""
+    first, second = tmp_path / "0001_a.sql", tmp_path / "0002_b.sql"
+    first.write_text("SELECT 1;\n")
+    second.write_text("SELECT 2;\nSELECT boom;\n")
+    output = (
+        f"{_STARTS}0001_a.sql\n{_APPLIED}0001_a.sql\n{_STARTS}0002_b.sql\n"
+        f'psql:{FOLDER}/0002_b.sql:2: ERROR:  column "boom" does not exist\n{_LEFT}\n'
+    )
+    runner = ScriptRunner(3, output)
+    with pytest.raises(MigrationError) as failed:
+        run_files(runner, Coordinator(), "app", "app", [first, second])  # type: ignore[arg-type]
+    assert failed.value.reason == (
+        'migration 0002_b.sql failed at line 2 (SELECT boom;): column "boom" does not exist'
+    ), failed.value.reason
+    assert failed.value.applied == ("0001_a.sql",)
+    assert "@@" not in failed.value.detail
+    clean_up = runner.commands[1]
+    assert (clean_up.user, clean_up.argv[-1]) == ("root", f"rm -rf {FOLDER}")
